@@ -1,0 +1,244 @@
+"""Composition root: settings -> clients -> stores -> pipeline -> subscribers -> relay -> sidecar.
+
+One asyncio process. ``Daemon.start()`` connects everything (failing loudly, naming the dependency),
+``Daemon.stop()`` drains in the order that loses nothing: readiness off -> consumers stop taking messages ->
+in-flight handlers finish (grace period) -> the relay flushes its claims -> connections close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from beanie import init_beanie
+from faststream import AckPolicy
+from faststream.rabbit import Channel, RabbitBroker
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
+
+from s2s_daemon.errors import DependencyUnavailable
+from s2s_daemon.http.app import SidecarContext, create_app
+from s2s_daemon.http.health import CheckResult, HealthCheck, ping_check
+from s2s_daemon.http.server import SidecarServer
+from s2s_daemon.idempotency.store import IdempotencyStore
+from s2s_daemon.messaging.consumer import CommandProcessor
+from s2s_daemon.messaging.middlewares import DEFAULT_MIDDLEWARES
+from s2s_daemon.messaging.publisher import AmqpPublisher
+from s2s_daemon.messaging.topology import Topology
+from s2s_daemon.observability.logging import get_logger, redact_url
+from s2s_daemon.observability.metrics import Metrics
+from s2s_daemon.outbox.documents import OutboxDocument
+from s2s_daemon.outbox.relay import Relay
+from s2s_daemon.outbox.writer import OutboxWriter
+from s2s_daemon.resilience.client import DownstreamClient
+from s2s_daemon.settings import Settings
+
+log = get_logger("s2s.daemon")
+
+DEFAULT_MONGODB_URI = "mongodb://127.0.0.1:27017"
+
+
+def package_version() -> str:
+    try:
+        return version("s2s-daemon")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+        return "0+unknown"
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.metrics = Metrics()
+        self.topology = Topology.from_settings(settings.amqp, tuple(settings.downstreams))
+        self.draining = False
+        self._heartbeat = time.monotonic()
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self.redis: Redis | None = None
+        self.mongo: AsyncMongoClient[dict[str, Any]] | None = None
+        self.broker: RabbitBroker | None = None
+        self.relay: Relay | None = None
+        self.sidecar: SidecarServer | None = None
+        self.clients: dict[str, DownstreamClient] = {}
+        self.outbox: OutboxWriter | None = None
+
+    # lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        started = time.perf_counter()
+        self._heartbeat_task = asyncio.create_task(self._beat(), name="s2s-heartbeat")
+        self.redis = Redis.from_url(
+            s.redis_url.get_secret_value(), socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=15
+        )
+        await self._require("redis", s.redis_url.get_secret_value(), self.redis.ping())
+
+        mongo_uri = s.mongodb_uri.get_secret_value() if s.mongodb_uri else DEFAULT_MONGODB_URI
+        self.mongo = AsyncMongoClient(mongo_uri, serverSelectionTimeoutMS=3000, connectTimeoutMS=3000)
+        await self._require("mongodb", mongo_uri, self.mongo.admin.command("ping"))
+        await init_beanie(database=self.mongo[s.outbox.database], document_models=[OutboxDocument])
+
+        self.broker = RabbitBroker(
+            s.rabbitmq_url.get_secret_value(),
+            graceful_timeout=s.amqp.graceful_timeout,
+            middlewares=DEFAULT_MIDDLEWARES,
+            default_channel=Channel(publisher_confirms=True),
+            logger=logging.getLogger("faststream"),
+            log_level=logging.DEBUG,
+            app_id=s.service_name,
+        )
+        publisher = AmqpPublisher(self.broker, self.topology, s.service_name)
+        self.relay = Relay(
+            OutboxDocument.get_pymongo_collection(),
+            publisher.publish_outbox_document,
+            s.outbox,
+            self.metrics,
+            owner=self.owner,
+        )
+        self.outbox = OutboxWriter.for_beanie(self.relay.notify)
+        self.clients = {name: DownstreamClient(name, ds, self.metrics) for name, ds in s.downstreams.items()}
+        store = IdempotencyStore(
+            self.redis,
+            s.idempotency.key_prefix,
+            lease_ms=int(s.idempotency.lease_seconds * 1000),
+            done_ttl_ms=s.idempotency.done_ttl_seconds * 1000,
+        )
+        processor = CommandProcessor(
+            s, self.topology, store, self.outbox, self.clients, publisher, self.metrics, self.owner
+        )
+        for name, ds in s.downstreams.items():
+            self.broker.subscriber(
+                self.topology.command_queue(name),
+                self.topology.commands_exchange,
+                ack_policy=AckPolicy.NACK_ON_ERROR,
+                no_reply=True,
+                channel=Channel(prefetch_count=ds.prefetch or s.amqp.prefetch),
+                title=f"{name}-commands",
+            )(processor.handle)
+        self.broker.subscriber(
+            self.topology.unrouted_queue,
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            no_reply=True,
+            channel=Channel(prefetch_count=s.amqp.prefetch),
+            title="unrouted",
+        )(processor.handle_unrouted)
+
+        rabbit_url = s.rabbitmq_url.get_secret_value()
+        await self._require("rabbitmq", rabbit_url, self.broker.connect())
+        await self.topology.declare(self.broker)
+        await self.broker.start()
+        self.relay.start()
+
+        self.sidecar = SidecarServer(create_app(self._sidecar_context()), s.http.host, s.http.port)
+        await self.sidecar.start()
+        log.info(
+            "daemon.started",
+            owner=self.owner,
+            sidecar=f"http://{self.sidecar.host}:{self.sidecar.port}",
+            downstreams=list(s.downstreams),
+            rabbitmq=redact_url(rabbit_url),
+            mongodb=redact_url(mongo_uri),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    async def stop(self) -> None:
+        """Drain, then close. Safe to call on a partly started daemon and more than once."""
+        self.draining = True
+        log.info("daemon.stopping")
+        if self.broker is not None:
+            subs = list(self.broker.subscribers)
+            await asyncio.gather(*(sub.stop() for sub in subs), return_exceptions=True)
+        if self.relay is not None:
+            await self.relay.stop()
+        if self.broker is not None:
+            with contextlib.suppress(Exception):
+                await self.broker.stop()
+        if self.sidecar is not None:
+            await self.sidecar.stop()
+        for client in self.clients.values():
+            await client.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self.mongo is not None:
+            await self.mongo.close()
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat_task
+        log.info("daemon.stopped")
+
+    async def __aenter__(self) -> Daemon:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def run_until_signalled(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with self:
+            await stop.wait()
+            log.info("daemon.signal_received")
+
+    # internals ---------------------------------------------------------------------------------
+    async def _require(self, name: str, url: str, ping: Any) -> None:
+        try:
+            await asyncio.wait_for(ping, 5.0)
+        except Exception as exc:
+            raise DependencyUnavailable(name, f"{redact_url(url)}: {type(exc).__name__}: {exc}") from exc
+
+    async def _beat(self) -> None:
+        while True:
+            self._heartbeat = time.monotonic()
+            await asyncio.sleep(1.0)
+
+    def _sidecar_context(self) -> SidecarContext:
+        assert self.redis is not None and self.mongo is not None and self.broker is not None
+        redis, mongo, broker, relay = self.redis, self.mongo, self.broker, self.relay
+
+        async def broker_check() -> CheckResult:
+            async def ping() -> None:
+                if not await broker.ping(timeout=1.0):
+                    raise ConnectionError("not connected")
+
+            return await ping_check(ping)
+
+        async def relay_check() -> CheckResult:
+            if relay is not None and not relay.healthy:
+                return CheckResult("warn", "last relay round failed; retrying")
+            return CheckResult("pass")
+
+        async def find_command(key: str) -> dict[str, Any] | None:
+            assert self.outbox is not None
+            return await self.outbox.find(key)
+
+        return SidecarContext(
+            service_id=self.owner,
+            version=package_version(),
+            checks=[
+                HealthCheck("rabbitmq:connection", "component", broker_check),
+                HealthCheck("redis:responseTime", "datastore", lambda: ping_check(redis.ping)),
+                HealthCheck(
+                    "mongodb:responseTime", "datastore", lambda: ping_check(lambda: mongo.admin.command("ping"))
+                ),
+                HealthCheck("outbox:relay", "component", relay_check, affects_readiness=False),
+            ],
+            render_metrics=self.metrics.render,
+            is_draining=lambda: self.draining,
+            find_command=find_command,
+            heartbeat=lambda: self._heartbeat,
+        )

@@ -1,0 +1,71 @@
+"""Health in application/health+json (draft-inadarei-api-health-check): pass | warn | fail per dependency."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+Status = Literal["pass", "warn", "fail"]
+_ORDER = {"pass": 0, "warn": 1, "fail": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    status: Status
+    output: str | None = None
+    observed_value: float | None = None
+    observed_unit: str | None = None
+
+
+CheckFn = Callable[[], Awaitable[CheckResult]]
+
+
+@dataclass
+class HealthCheck:
+    name: str  # "<component>:<measurement>", e.g. "redis:responseTime"
+    component_type: str
+    fn: CheckFn
+    affects_readiness: bool = True
+
+
+@dataclass
+class HealthReport:
+    status: Status
+    checks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def body(self, service_id: str, version: str) -> dict[str, Any]:
+        return {"status": self.status, "serviceId": service_id, "version": version, "checks": self.checks}
+
+
+async def ping_check(ping: Callable[[], Awaitable[Any]], timeout: float = 1.0) -> CheckResult:
+    """Time a ping; fail with a short reason on error or timeout."""
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(ping(), timeout)
+    except TimeoutError:
+        return CheckResult("fail", f"no answer within {timeout:g}s")
+    except Exception as exc:
+        return CheckResult("fail", f"{type(exc).__name__}: {exc}"[:200])
+    return CheckResult("pass", observed_value=round((time.perf_counter() - started) * 1000, 2), observed_unit="ms")
+
+
+async def run_checks(checks: list[HealthCheck], *, readiness_only: bool = False) -> HealthReport:
+    selected = [c for c in checks if c.affects_readiness or not readiness_only]
+    results = await asyncio.gather(*(c.fn() for c in selected))
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    report = HealthReport("pass")
+    for check, result in zip(selected, results, strict=True):
+        entry: dict[str, Any] = {"componentType": check.component_type, "status": result.status, "time": now}
+        if result.output:
+            entry["output"] = result.output
+        if result.observed_value is not None:
+            entry["observedValue"] = result.observed_value
+            entry["observedUnit"] = result.observed_unit
+        report.checks.setdefault(check.name, []).append(entry)
+        if _ORDER[result.status] > _ORDER[report.status]:
+            report.status = result.status
+    return report

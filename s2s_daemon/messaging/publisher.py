@@ -1,0 +1,117 @@
+"""Every publish the daemon makes: persistent, with publisher confirms (FastStream's default channel
+confirms; ``broker.publish`` returns after the broker confirmed)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from aio_pika.abc import AbstractIncomingMessage
+from faststream.rabbit import RabbitBroker
+
+from s2s_daemon.errors import DeadLetterReason
+from s2s_daemon.messaging import contracts as c
+from s2s_daemon.messaging.topology import Topology
+
+_HEADER_DETAIL_MAX = 500
+
+
+class AmqpPublisher:
+    def __init__(self, broker: RabbitBroker, topology: Topology, app_id: str) -> None:
+        self._broker = broker
+        self._topology = topology
+        self._app_id = app_id
+
+    async def publish_outbox_document(self, doc: dict[str, Any]) -> None:
+        """The reply (if the command asked for one) and the event; raises unless both are confirmed."""
+        headers = {c.H_CORRELATION_ID: doc["correlation_id"], **doc.get("headers", {})}
+        event = doc["event"]
+        if doc.get("reply_to") and doc.get("reply") is not None:
+            await self._broker.publish(
+                orjson.dumps(doc["reply"]),
+                exchange="",
+                routing_key=doc["reply_to"],
+                correlation_id=doc["correlation_id"],
+                message_id=event["id"],
+                content_type="application/json",
+                headers=headers,
+                persist=True,
+                mandatory=False,  # a vanished reply queue means the caller left; the event still goes out
+            )
+        await self._broker.publish(
+            orjson.dumps(event),
+            exchange=self._topology.events_exchange_name,
+            routing_key=doc["event_routing_key"],
+            correlation_id=doc["correlation_id"],
+            message_id=event["id"],
+            message_type=event["type"],
+            content_type="application/cloudevents+json",
+            headers=headers,
+            persist=True,
+            mandatory=False,
+        )
+
+    async def reply_direct(
+        self, reply_to: str, correlation_id: str, body: dict[str, Any], headers: dict[str, str]
+    ) -> None:
+        """A reply that is not backed by an outbox document (re-sent duplicates, invalid commands)."""
+        await self._broker.publish(
+            orjson.dumps(body),
+            exchange="",
+            routing_key=reply_to,
+            correlation_id=correlation_id,
+            content_type="application/json",
+            headers={c.H_CORRELATION_ID: correlation_id, **headers},
+            persist=True,
+            mandatory=False,
+        )
+
+    async def dead_letter(
+        self, raw: AbstractIncomingMessage, reason: DeadLetterReason, detail: str, routing_key: str
+    ) -> None:
+        """Copy the message to the DLQ unchanged, plus headers saying why; the caller then acks it."""
+        headers = dict(raw.headers or {})
+        headers.update(
+            {
+                c.H_REASON: reason.value,
+                c.H_DETAIL: detail[:_HEADER_DETAIL_MAX],
+                c.H_ROUTING_KEY: routing_key,
+                c.H_DEAD_AT: int(time.time() * 1000),
+                c.H_SOURCE_QUEUE: _source_queue(raw),
+            }
+        )
+        await self._copy(raw, self._topology.dlx_name, routing_key, headers)
+
+    async def delay(
+        self, raw: AbstractIncomingMessage, downstream: str, seconds: int, routing_key: str, attempt: int
+    ) -> str:
+        """Park a copy in the delay queue that dead-letters back to the command queue after ``seconds``."""
+        queue = self._topology.delay_queue_name(downstream, seconds)
+        headers = dict(raw.headers or {})
+        headers.update({c.H_ROUTING_KEY: routing_key, c.H_ATTEMPT: attempt})
+        await self._copy(raw, "", queue, headers)
+        return queue
+
+    async def _copy(
+        self, raw: AbstractIncomingMessage, exchange: str, routing_key: str, headers: dict[str, Any]
+    ) -> None:
+        await self._broker.publish(
+            raw.body,
+            exchange=exchange,
+            routing_key=routing_key,
+            message_id=raw.message_id,
+            correlation_id=raw.correlation_id,
+            reply_to=raw.reply_to,
+            content_type=raw.content_type,
+            content_encoding=raw.content_encoding,
+            message_type=raw.type,
+            priority=raw.priority,
+            headers=headers,
+            persist=True,
+            mandatory=False,
+        )
+
+
+def _source_queue(raw: AbstractIncomingMessage) -> str:
+    return str(getattr(raw, "routing_key", "") or "")

@@ -1,0 +1,153 @@
+"""Every exchange and queue the daemon uses, named from one prefix and declared at start.
+
+```
+<p>.commands  topic    producers publish "<downstream>.<action>"; alternate-exchange <p>.unrouted
+<p>.unrouted  fanout   -> queue <p>.unrouted (the daemon moves these to the DLQ with reason "unroutable")
+<p>.<ds>.commands       quorum queue bound "<ds>.#", x-delivery-limit, dead-letters to <p>.dlx
+<p>.<ds>.delay.<n>s     quorum queues with x-message-ttl n s, dead-lettering back to <p>.<ds>.commands
+<p>.dlx       fanout   -> quorum queue <p>.dlq
+<p>.events    topic    "<routing key>.succeeded|failed", "webhook.<service>.<type>"
+```
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
+
+from s2s_daemon.settings import AmqpSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    prefix: str
+    downstreams: tuple[str, ...]
+    delivery_limit: int
+    delay_ladder: tuple[int, ...]
+
+    @classmethod
+    def from_settings(cls, amqp: AmqpSettings, downstreams: tuple[str, ...]) -> Topology:
+        return cls(amqp.prefix, downstreams, amqp.delivery_limit, amqp.delay_ladder)
+
+    # names -------------------------------------------------------------------------------------
+    @property
+    def commands_exchange_name(self) -> str:
+        return f"{self.prefix}.commands"
+
+    @property
+    def events_exchange_name(self) -> str:
+        return f"{self.prefix}.events"
+
+    @property
+    def dlx_name(self) -> str:
+        return f"{self.prefix}.dlx"
+
+    @property
+    def dlq_name(self) -> str:
+        return f"{self.prefix}.dlq"
+
+    @property
+    def unrouted_name(self) -> str:
+        return f"{self.prefix}.unrouted"
+
+    def command_queue_name(self, downstream: str) -> str:
+        return f"{self.prefix}.{downstream}.commands"
+
+    def delay_queue_name(self, downstream: str, seconds: int) -> str:
+        return f"{self.prefix}.{downstream}.delay.{seconds}s"
+
+    def delay_rung(self, delay: float) -> int:
+        """The smallest rung that waits at least ``delay`` seconds (the top rung caps it)."""
+        wanted = max(1, math.ceil(delay))
+        for rung in self.delay_ladder:
+            if rung >= wanted:
+                return rung
+        return self.delay_ladder[-1]
+
+    # declarations ------------------------------------------------------------------------------
+    @property
+    def commands_exchange(self) -> RabbitExchange:
+        return RabbitExchange(
+            self.commands_exchange_name,
+            type=ExchangeType.TOPIC,
+            durable=True,
+            arguments={"alternate-exchange": self.unrouted_name},
+        )
+
+    @property
+    def events_exchange(self) -> RabbitExchange:
+        return RabbitExchange(self.events_exchange_name, type=ExchangeType.TOPIC, durable=True)
+
+    @property
+    def dlx(self) -> RabbitExchange:
+        return RabbitExchange(self.dlx_name, type=ExchangeType.FANOUT, durable=True)
+
+    @property
+    def unrouted_exchange(self) -> RabbitExchange:
+        return RabbitExchange(self.unrouted_name, type=ExchangeType.FANOUT, durable=True)
+
+    @property
+    def dlq(self) -> RabbitQueue:
+        return RabbitQueue(self.dlq_name, queue_type=QueueType.QUORUM, durable=True)
+
+    @property
+    def unrouted_queue(self) -> RabbitQueue:
+        return RabbitQueue(self.unrouted_name, queue_type=QueueType.QUORUM, durable=True)
+
+    def command_queue(self, downstream: str) -> RabbitQueue:
+        args: dict[str, Any] = {
+            "x-delivery-limit": self.delivery_limit,
+            "x-dead-letter-exchange": self.dlx_name,
+        }
+        return RabbitQueue(
+            self.command_queue_name(downstream),
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            routing_key=f"{downstream}.#",
+            arguments=args,  # type: ignore[arg-type]  # QuorumQueueArgs TypedDict lacks some keys
+        )
+
+    def delay_queue(self, downstream: str, seconds: int) -> RabbitQueue:
+        args: dict[str, Any] = {
+            "x-message-ttl": seconds * 1000,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.command_queue_name(downstream),
+            # at-least-once dead-lettering needs reject-publish overflow (RabbitMQ >= 3.10)
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+        return RabbitQueue(
+            self.delay_queue_name(downstream, seconds),
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            arguments=args,  # type: ignore[arg-type]
+        )
+
+    def all_queue_names(self) -> list[str]:
+        names = [self.dlq_name, self.unrouted_name]
+        for ds in self.downstreams:
+            names.append(self.command_queue_name(ds))
+            names.extend(self.delay_queue_name(ds, s) for s in self.delay_ladder)
+        return names
+
+    def all_exchange_names(self) -> list[str]:
+        return [self.commands_exchange_name, self.events_exchange_name, self.dlx_name, self.unrouted_name]
+
+    async def declare(self, broker: RabbitBroker) -> None:
+        """Declare everything; idempotent, fails loudly if an existing object has other arguments."""
+        await broker.declare_exchange(self.unrouted_exchange)
+        await broker.declare_exchange(self.commands_exchange)
+        await broker.declare_exchange(self.events_exchange)
+        dlx = await broker.declare_exchange(self.dlx)
+        dlq = await broker.declare_queue(self.dlq)
+        await dlq.bind(dlx, routing_key="")
+        unrouted_ex = await broker.declare_exchange(self.unrouted_exchange)
+        unrouted_q = await broker.declare_queue(self.unrouted_queue)
+        await unrouted_q.bind(unrouted_ex, routing_key="")
+        for ds in self.downstreams:
+            await broker.declare_queue(self.command_queue(ds))
+            for seconds in self.delay_ladder:
+                await broker.declare_queue(self.delay_queue(ds, seconds))

@@ -1,0 +1,89 @@
+"""Prometheus metrics: ``s2s_`` prefix, small label sets, one unit per histogram.
+
+One ``Metrics`` per daemon with its own registry (no global state: tests run several daemons in one
+process). Label values come only from configuration (downstream names) and closed enums (outcomes).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.commands = Counter(
+            "s2s_commands_total",
+            "Commands handled, by final outcome of this delivery.",
+            ["downstream", "outcome"],
+            registry=r,
+        )
+        self.handler_seconds = Histogram(
+            "s2s_handler_duration_seconds",
+            "Time from delivery to ack for one command.",
+            ["downstream"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.downstream_calls = Counter(
+            "s2s_downstream_calls_total",
+            "HTTP attempts to downstreams, by outcome class.",
+            ["downstream", "outcome"],
+            registry=r,
+        )
+        self.downstream_seconds = Histogram(
+            "s2s_downstream_call_duration_seconds",
+            "Duration of one HTTP attempt to a downstream.",
+            ["downstream"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.dedupe_hits = Counter(
+            "s2s_dedupe_hits_total",
+            "Deliveries answered from the idempotency record instead of a downstream call.",
+            ["downstream", "state"],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "s2s_dead_lettered_total",
+            "Messages the daemon moved to the dead-letter queue, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.redelivered = Counter(
+            "s2s_redelivered_total",
+            "Messages sent through a delay queue to come back later, by reason.",
+            ["downstream", "reason"],
+            registry=r,
+        )
+        self.outbox_backlog = Gauge(
+            "s2s_outbox_backlog",
+            "Outbox documents by status (sampled by the relay).",
+            ["status"],
+            registry=r,
+        )
+        self.outbox_published = Counter(
+            "s2s_outbox_published_total", "Outbox documents published and confirmed.", registry=r
+        )
+        self.outbox_publish_failures = Counter(
+            "s2s_outbox_publish_failures_total", "Outbox publish attempts that were not confirmed.", registry=r
+        )
+        self.outbox_lag_seconds = Histogram(
+            "s2s_outbox_publish_lag_seconds",
+            "Time from outbox write to confirmed publish.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.relay_batch_size = Histogram(
+            "s2s_relay_batch_size",
+            "Documents per relay claim.",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

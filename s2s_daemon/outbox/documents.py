@@ -1,0 +1,58 @@
+"""The outbox collection: one document per command reply or webhook event, also the durable dedupe record.
+
+Times are epoch milliseconds (integers): they compare the same on MongoDB and on nx-27017, which returns
+``$set`` datetimes from find_one_and_update as strings. Retention is a sweeper rather than a TTL index
+for the same reason (a TTL index needs BSON dates and nx-27017 does not expire documents).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from beanie import Document
+from pydantic import Field
+from pymongo import ASCENDING, IndexModel
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    PUBLISHING = "publishing"
+    SENT = "sent"
+    DEAD = "dead"
+
+
+class OutboxDocument(Document):
+    key: str = Field(description="Unique: 'cmd:<downstream>:<idempotency key>' or 'wh:<service>:<delivery id>'.")
+    kind: Literal["command", "webhook"]
+    fingerprint: str
+    status: OutboxStatus = OutboxStatus.PENDING
+    correlation_id: str
+    reply_to: str | None = None
+    reply: dict[str, Any] | None = None
+    event_routing_key: str
+    event: dict[str, Any]
+    headers: dict[str, str] = Field(default_factory=dict)
+    attempts: int = 0
+    lease_owner: str | None = None
+    lease_until: int = 0
+    next_attempt_at: int = 0
+    created_at: int
+    sent_at: int | None = None
+    last_error: str | None = None
+
+    class Settings:
+        name = "outbox"
+        indexes = [
+            IndexModel([("key", ASCENDING)], unique=True, name="key_unique"),
+            IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="status_next_attempt"),
+            IndexModel([("status", ASCENDING), ("sent_at", ASCENDING)], name="status_sent_at"),
+        ]
+
+
+def command_key(downstream: str, key: str) -> str:
+    return f"cmd:{downstream}:{key}"
+
+
+def webhook_key(service: str, delivery_id: str) -> str:
+    return f"wh:{service}:{delivery_id}"

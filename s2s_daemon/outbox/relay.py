@@ -1,0 +1,192 @@
+"""The outbox relay: claim a batch with a lease, publish with confirms, mark sent only after the confirm.
+
+Safe with many replicas: a claim is a conditional update that stamps a fresh owner token on documents that
+are pending (and due) or whose publishing lease expired; only documents carrying our token are published.
+Woken in-process on every write; polls as a fallback for writes from other replicas and for retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import PyMongoError
+
+from s2s_daemon.observability.logging import get_logger
+from s2s_daemon.observability.metrics import Metrics
+from s2s_daemon.outbox.documents import OutboxStatus
+from s2s_daemon.settings import OutboxSettings
+
+log = get_logger("s2s.outbox")
+
+PublishFn = Callable[[dict[str, Any]], Awaitable[None]]
+
+_SWEEP_EVERY_S = 60.0
+_BACKLOG_EVERY_S = 5.0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Relay:
+    def __init__(
+        self,
+        collection: AsyncCollection[dict[str, Any]],
+        publish: PublishFn,
+        settings: OutboxSettings,
+        metrics: Metrics,
+        *,
+        owner: str,
+    ) -> None:
+        self._collection = collection
+        self._publish = publish
+        self._settings = settings
+        self._metrics = metrics
+        self._owner = owner
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._last_sweep = 0.0
+        self._last_backlog = 0.0
+        self.healthy = True
+
+    # lifecycle ---------------------------------------------------------------------------------
+    def notify(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="s2s-outbox-relay")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Finish the batch in hand (its claims are published or released), then stop."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                while await self.relay_once() >= self._settings.batch_size and not self._stopping:
+                    pass
+                await self._housekeeping()
+                self.healthy = True
+            except (PyMongoError, OSError) as exc:
+                self.healthy = False
+                log.warning("outbox.relay_error", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(min(self._settings.poll_interval, 1.0))
+            except Exception:
+                self.healthy = False
+                log.exception("outbox.relay_crashed_round")
+                await asyncio.sleep(min(self._settings.poll_interval, 1.0))
+
+    # one round -----------------------------------------------------------------------------------
+    async def relay_once(self) -> int:
+        """Claim one batch and publish it; returns how many documents were claimed."""
+        batch, token = await self.claim()
+        if not batch:
+            return 0
+        self._metrics.relay_batch_size.observe(len(batch))
+        results = await asyncio.gather(*(self._publish(doc) for doc in batch), return_exceptions=True)
+        sent_ids, failed = [], []
+        for doc, result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                failed.append((doc, result))
+            else:
+                sent_ids.append(doc["_id"])
+        now = now_ms()
+        if sent_ids:
+            await self._collection.update_many(
+                {"_id": {"$in": sent_ids}, "lease_owner": token},
+                {"$set": {"status": OutboxStatus.SENT.value, "sent_at": now, "lease_owner": None}},
+            )
+            self._metrics.outbox_published.inc(len(sent_ids))
+            for doc in batch:
+                if doc["_id"] in sent_ids:
+                    self._metrics.outbox_lag_seconds.observe(max(0, now - doc["created_at"]) / 1000)
+        for doc, exc in failed:
+            await self._failed(doc, token, exc)
+        return len(batch)
+
+    async def claim(self) -> tuple[list[dict[str, Any]], str]:
+        now = now_ms()
+        token = f"{self._owner}:{uuid.uuid4().hex[:12]}"
+        claimable = {
+            "$or": [
+                {"status": OutboxStatus.PENDING.value, "next_attempt_at": {"$lte": now}},
+                {"status": OutboxStatus.PUBLISHING.value, "lease_until": {"$lt": now}},
+            ]
+        }
+        candidates = (
+            await self._collection.find(claimable, {"_id": 1})
+            .sort("created_at", 1)
+            .limit(self._settings.batch_size)
+            .to_list()
+        )
+        if not candidates:
+            return [], token
+        ids = [c["_id"] for c in candidates]
+        lease_until = now + int(self._settings.lease_seconds * 1000)
+        await self._collection.update_many(
+            {"_id": {"$in": ids}, **claimable},
+            {"$set": {"status": OutboxStatus.PUBLISHING.value, "lease_owner": token, "lease_until": lease_until}},
+        )
+        batch = await self._collection.find({"_id": {"$in": ids}, "lease_owner": token}).to_list()
+        return batch, token
+
+    async def _failed(self, doc: dict[str, Any], token: str, exc: BaseException) -> None:
+        self._metrics.outbox_publish_failures.inc()
+        attempts = int(doc.get("attempts", 0)) + 1
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        if attempts >= self._settings.max_publish_attempts:
+            status, next_at = OutboxStatus.DEAD.value, 0
+            log.error("outbox.dead", key=doc["key"], attempts=attempts, error=error)
+        else:
+            # exponential backoff with full jitter, capped at 60 s
+            backoff = random.uniform(0, min(60.0, 0.2 * 2**attempts))
+            status, next_at = OutboxStatus.PENDING.value, now_ms() + int(backoff * 1000)
+            log.warning("outbox.publish_failed", key=doc["key"], attempts=attempts, error=error)
+        await self._collection.update_one(
+            {"_id": doc["_id"], "lease_owner": token},
+            {
+                "$set": {
+                    "status": status,
+                    "attempts": attempts,
+                    "next_attempt_at": next_at,
+                    "last_error": error,
+                    "lease_owner": None,
+                }
+            },
+        )
+
+    async def _housekeeping(self) -> None:
+        mono = time.monotonic()
+        if mono - self._last_backlog >= _BACKLOG_EVERY_S:
+            self._last_backlog = mono
+            for status in (OutboxStatus.PENDING, OutboxStatus.PUBLISHING, OutboxStatus.DEAD):
+                count = await self._collection.count_documents({"status": status.value})
+                self._metrics.outbox_backlog.labels(status.value).set(count)
+        if mono - self._last_sweep >= _SWEEP_EVERY_S:
+            self._last_sweep = mono
+            cutoff = now_ms() - self._settings.retention_seconds * 1000
+            result = await self._collection.delete_many({"status": OutboxStatus.SENT.value, "sent_at": {"$lt": cutoff}})
+            if result.deleted_count:
+                log.info("outbox.swept", deleted=result.deleted_count)

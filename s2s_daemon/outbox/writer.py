@@ -1,0 +1,54 @@
+"""Writes outbox documents durably and wakes the relay."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bson import ObjectId
+from pymongo import WriteConcern
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from s2s_daemon.errors import DependencyUnavailable
+from s2s_daemon.outbox.documents import OutboxDocument
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    created: bool  # False: a document with this key already existed (the durable dedupe backstop)
+    document: dict[str, Any]
+
+
+class OutboxWriter:
+    def __init__(self, collection: AsyncCollection[dict[str, Any]], on_write: Callable[[], None]) -> None:
+        # Majority + journal: on a replica set the ack waits until the write survives a failover.
+        self._collection = collection.with_options(write_concern=WriteConcern(w="majority", j=True))
+        self._on_write = on_write
+
+    @classmethod
+    def for_beanie(cls, on_write: Callable[[], None]) -> OutboxWriter:
+        return cls(OutboxDocument.get_pymongo_collection(), on_write)
+
+    async def write(self, document: dict[str, Any]) -> WriteResult:
+        """Insert; on a duplicate key return the stored document instead. Raises DependencyUnavailable."""
+        document.setdefault("_id", ObjectId())
+        try:
+            await self._collection.insert_one(document)
+        except DuplicateKeyError:
+            existing = await self.find(document["key"])
+            if existing is None:  # pragma: no cover - removed between the two calls by retention
+                raise DependencyUnavailable("mongodb", "duplicate key vanished") from None
+            return WriteResult(False, existing)
+        except (PyMongoError, OSError, asyncio.TimeoutError) as exc:
+            raise DependencyUnavailable("mongodb", f"{type(exc).__name__}: {exc}") from exc
+        self._on_write()
+        return WriteResult(True, document)
+
+    async def find(self, key: str) -> dict[str, Any] | None:
+        try:
+            return await self._collection.find_one({"key": key})
+        except (PyMongoError, OSError) as exc:
+            raise DependencyUnavailable("mongodb", f"{type(exc).__name__}: {exc}") from exc

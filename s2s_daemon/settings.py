@@ -1,0 +1,309 @@
+"""Typed settings, built once at start and passed down.
+
+Sources, highest precedence first: explicit overrides (tests, CLI flags), environment variables, the YAML
+config file (``S2S_CONFIG`` or ``--config``), defaults. Connection URLs use their conventional unprefixed names
+(``RABBITMQ_URL``, ``REDIS_URL``, ``MONGODB_URI``, ``LOG_LEVEL``); everything else is ``S2S_<NAME>`` with ``__``
+between nested keys (``S2S_HTTP__PORT=9000``).
+"""
+
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from s2s_daemon.errors import ConfigError
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+PATH_PARAM_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+_config_file: ContextVar[Path | None] = ContextVar("s2s_config_file", default=None)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RouteSettings(_Strict):
+    """One command action: routing key ``<downstream>.<action>`` -> an HTTP call."""
+
+    method: HttpMethod = "POST"
+    path: str = Field(description="Path template; {field} is filled from the command body (URL-encoded).")
+    body: bool | None = Field(
+        default=None,
+        description="Send the command body as JSON. Default: true for POST/PUT/PATCH, false otherwise.",
+    )
+    json_schema: dict[str, Any] | None = Field(
+        default=None,
+        alias="schema",
+        description="JSON Schema (2020-12) the command body must satisfy; invalid commands are dead-lettered.",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path_is_absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
+
+    @field_validator("json_schema")
+    @classmethod
+    def _schema_is_valid(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            try:
+                Draft202012Validator.check_schema(value)
+            except SchemaError as exc:
+                raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        return value
+
+    @property
+    def path_params(self) -> tuple[str, ...]:
+        return tuple(PATH_PARAM_RE.findall(self.path))
+
+    @property
+    def sends_body(self) -> bool:
+        return self.body if self.body is not None else self.method in {"POST", "PUT", "PATCH"}
+
+
+class DownstreamSettings(_Strict):
+    """One downstream HTTP service with its resilience policy."""
+
+    base_url: str
+    timeout: PositiveFloat = Field(default=5.0, description="Seconds for one HTTP attempt (connect+read).")
+    max_concurrency: PositiveInt = Field(default=64, description="Bulkhead: concurrent calls at most.")
+    prefetch: PositiveInt | None = Field(
+        default=None, description="AMQP prefetch for this downstream's queue; default: the global prefetch."
+    )
+    routes: dict[str, RouteSettings] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("routes")
+    @classmethod
+    def _route_names(cls, value: dict[str, RouteSettings]) -> dict[str, RouteSettings]:
+        for name in value:
+            if not NAME_RE.match(name):
+                raise ValueError(f"route name {name!r} must match {NAME_RE.pattern}")
+        return value
+
+
+class AmqpSettings(_Strict):
+    prefix: str = Field(default="s2s", description="Prefix of every exchange and queue name.")
+    prefetch: PositiveInt = Field(default=100, description="Messages in flight per downstream consumer.")
+    delivery_limit: PositiveInt = Field(
+        default=5, description="Quorum queue x-delivery-limit: redeliveries before the broker dead-letters."
+    )
+    max_body_bytes: PositiveInt = Field(default=1_048_576, description="Larger commands are dead-lettered.")
+    delay_ladder: tuple[PositiveInt, ...] = Field(
+        default=(1, 2, 5, 10, 30, 60, 300),
+        description="Seconds of the delay queues used for redelivery later (the next rung up is used).",
+    )
+    require_idempotency_key: bool = Field(
+        default=True,
+        description="Dead-letter commands without message_id or idempotency-key header.",
+    )
+    max_redeliveries: PositiveInt = Field(
+        default=50, description="Delayed redeliveries of one message before it is dead-lettered."
+    )
+    graceful_timeout: PositiveFloat = Field(default=20.0, description="Seconds in-flight handlers get on stop.")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,40}$", value):
+            raise ValueError("must be 1-41 characters of letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("delay_ladder")
+    @classmethod
+    def _ladder(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or list(value) != sorted(set(value)):
+            raise ValueError("must be a non-empty, strictly increasing list of seconds")
+        return value
+
+
+class IdempotencySettings(_Strict):
+    key_prefix: str = Field(default="s2s:idem:", description="Redis key prefix of idempotency records.")
+    lease_seconds: PositiveFloat = Field(
+        default=60.0, description="In-flight lease; another delivery may take over after it expires."
+    )
+    done_ttl_seconds: PositiveInt = Field(
+        default=86_400, description="How long a completed key is remembered in Redis (24 h)."
+    )
+
+
+class OutboxSettings(_Strict):
+    database: str = Field(default="s2s", description="MongoDB database of the outbox.")
+    poll_interval: PositiveFloat = Field(default=1.0, description="Relay polling fallback, seconds.")
+    batch_size: PositiveInt = Field(default=200, description="Documents claimed per relay round.")
+    lease_seconds: PositiveFloat = Field(default=30.0, description="Relay claim lease.")
+    max_publish_attempts: PositiveInt = Field(default=10, description="Then the document goes to `dead`.")
+    retention_seconds: PositiveInt = Field(default=7 * 86_400, description="Sent documents kept this long.")
+
+
+class HttpSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535, description="Sidecar port; 0 picks a free one.")
+
+
+class Settings(BaseSettings):
+    """Everything the daemon needs, validated at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="S2S_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    rabbitmq_url: SecretStr = Field(
+        default=SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
+        validation_alias=AliasChoices("RABBITMQ_URL", "S2S_RABBITMQ_URL", "rabbitmq_url"),
+    )
+    redis_url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"),
+        validation_alias=AliasChoices("REDIS_URL", "S2S_REDIS_URL", "redis_url"),
+    )
+    mongodb_uri: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MONGODB_URI", "S2S_MONGODB_URI", "mongodb_uri"),
+        description="Unset: `s2s-daemon dev` starts the embedded Mongo-wire server.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", validation_alias=AliasChoices("LOG_LEVEL", "S2S_LOG_LEVEL", "log_level")
+    )
+    log_format: Literal["auto", "json", "console"] = "auto"
+    service_name: str = "s2s-daemon"
+    amqp: AmqpSettings = Field(default_factory=AmqpSettings)
+    idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    downstreams: dict[str, DownstreamSettings] = Field(default_factory=dict)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("downstreams")
+    @classmethod
+    def _downstream_names(cls, value: dict[str, DownstreamSettings]) -> dict[str, DownstreamSettings]:
+        for name in value:
+            if not NAME_RE.match(name):
+                raise ValueError(f"downstream name {name!r} must match {NAME_RE.pattern}")
+        return value
+
+    @model_validator(mode="after")
+    def _has_routes(self) -> Settings:
+        for name, downstream in self.downstreams.items():
+            if not downstream.routes:
+                raise ValueError(f"downstream {name!r} declares no routes")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file.get()
+        if path is not None:
+            sources.append(_YamlFileSource(settings_cls, path))
+        return tuple(sources)
+
+    def route(self, routing_key: str) -> tuple[str, str, RouteSettings] | None:
+        """``service-a.create-resource`` -> (downstream, action, route), or None when not declared."""
+        downstream, _, action = routing_key.partition(".")
+        settings = self.downstreams.get(downstream)
+        if settings is None:
+            return None
+        route = settings.routes.get(action)
+        return None if route is None else (downstream, action, route)
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """The config file. A missing or unparsable file fails loudly, naming the file."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
+        self._data: dict[str, Any] = loaded
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+_SECRET_HINTS = ("url", "uri", "secret", "password", "token")
+
+
+def format_validation_error(exc: ValidationError, source: str = "settings") -> str:
+    """One line per problem, each naming the dotted key; inputs of secret-looking keys are not echoed."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        message = err["msg"]
+        shown = ""
+        if err["type"] not in {"missing", "extra_forbidden"} and not any(h in key.lower() for h in _SECRET_HINTS):
+            text = repr(err.get("input"))
+            shown = f" (got {text[:80]})"
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{source}: {key}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings once; raises ConfigError with one line per bad key."""
+    path = Path(config_file) if config_file is not None else None
+    token = _config_file.set(path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path) if path else "settings")) from None
+    finally:
+        _config_file.reset(token)
