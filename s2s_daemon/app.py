@@ -53,6 +53,15 @@ def package_version() -> str:
         return "0+unknown"
 
 
+async def raw_body(msg: Any) -> bytes:
+    """FastStream decoder that leaves the body alone: the pipeline parses (and dead-letters) it itself.
+
+    FastStream's default decoder parses JSON before the handler runs and a parse error escapes as a
+    requeue loop without a reason; we want invalid JSON in the DLQ with ``invalid-json``.
+    """
+    return bytes(msg.body)
+
+
 class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -76,9 +85,16 @@ class Daemon:
         started = time.perf_counter()
         self._heartbeat_task = asyncio.create_task(self._beat(), name="s2s-heartbeat")
         self.redis = Redis.from_url(
-            s.redis_url.get_secret_value(), socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=15
+            s.redis_url.get_secret_value(),
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            health_check_interval=15,
         )
-        await self._require("redis", s.redis_url.get_secret_value(), self.redis.ping())
+        try:
+            await self._require("redis", s.redis_url.get_secret_value(), self.redis.ping())
+        except DependencyUnavailable as exc:
+            # Start anyway: commands fail closed (redelivered later) and readiness reports it.
+            log.warning("daemon.redis_unavailable_at_start", error=exc.detail)
 
         mongo_uri = s.mongodb_uri.get_secret_value() if s.mongodb_uri else DEFAULT_MONGODB_URI
         self.mongo = AsyncMongoClient(mongo_uri, serverSelectionTimeoutMS=3000, connectTimeoutMS=3000)
@@ -121,6 +137,7 @@ class Daemon:
                 no_reply=True,
                 channel=Channel(prefetch_count=ds.prefetch or s.amqp.prefetch),
                 title=f"{name}-commands",
+                decoder=raw_body,
             )(processor.handle)
         self.broker.subscriber(
             self.topology.unrouted_queue,
@@ -128,6 +145,7 @@ class Daemon:
             no_reply=True,
             channel=Channel(prefetch_count=s.amqp.prefetch),
             title="unrouted",
+            decoder=raw_body,
         )(processor.handle_unrouted)
 
         rabbit_url = s.rabbitmq_url.get_secret_value()
@@ -207,7 +225,9 @@ class Daemon:
             await asyncio.sleep(1.0)
 
     def _sidecar_context(self) -> SidecarContext:
-        assert self.redis is not None and self.mongo is not None and self.broker is not None
+        assert self.redis is not None
+        assert self.mongo is not None
+        assert self.broker is not None
         redis, mongo, broker, relay = self.redis, self.mongo, self.broker, self.relay
 
         async def broker_check() -> CheckResult:
@@ -233,7 +253,9 @@ class Daemon:
                 HealthCheck("rabbitmq:connection", "component", broker_check),
                 HealthCheck("redis:responseTime", "datastore", lambda: ping_check(redis.ping)),
                 HealthCheck(
-                    "mongodb:responseTime", "datastore", lambda: ping_check(lambda: mongo.admin.command("ping"))
+                    "mongodb:responseTime",
+                    "datastore",
+                    lambda: ping_check(lambda: mongo.admin.command("ping")),
                 ),
                 HealthCheck("outbox:relay", "component", relay_check, affects_readiness=False),
             ],

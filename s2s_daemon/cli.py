@@ -138,7 +138,9 @@ def preflight(settings: Settings) -> list[str]:
         try:
             socket.create_connection((host, port), timeout=2.0).close()
         except OSError as exc:
-            problems.append(f"s2s-daemon: {name} is not reachable at {host}:{port} ({exc.strerror}); {START_HINTS[name]}")
+            problems.append(
+                f"s2s-daemon: {name} is not reachable at {host}:{port} ({exc.strerror}); {START_HINTS[name]}"
+            )
     return problems
 
 
@@ -158,9 +160,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             mongo = EmbeddedMongo(Path(args.data_dir) / "mongo").start()
             overrides["mongodb_uri"] = mongo.uri
             print(f"s2s-daemon dev: embedded Mongo-wire server (nx-27017) at {mongo.uri}", file=sys.stderr)
-        demo = subprocess.Popen(  # noqa: S603 - our own module, fixed argv
-            [sys.executable, "-m", "s2s_daemon", "demo"], start_new_session=True
-        )
+        demo = subprocess.Popen([sys.executable, "-m", "s2s_daemon", "demo"], start_new_session=True)
         print("s2s-daemon dev: demo downstreams service-a :8081, service-b :8082", file=sys.stderr)
         return _run_daemon(load_settings(args.config, **overrides))
     finally:

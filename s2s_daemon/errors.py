@@ -61,7 +61,7 @@ class RedeliverCause(StrEnum):
     RETRY = "retry"
 
 
-class Redeliver(S2SError):  # noqa: N818 - control flow, named for what it asks, like dramatiq's Retry
+class Redeliver(S2SError):
     """Ask for the message to come back later through a delay queue (never a hot requeue loop)."""
 
     def __init__(self, cause: RedeliverCause, detail: str, delay: float) -> None:

@@ -53,6 +53,8 @@ class ServiceState:
     effects: int = 0
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_key: dict[str, str] = field(default_factory=dict)
+    in_flight: int = 0
+    peak_in_flight: int = 0
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -60,6 +62,7 @@ class ServiceState:
             "calls": self.calls,
             "effects": self.effects,
             "distinct_keys": len(self.calls_by_key),
+            "peak_in_flight": self.peak_in_flight,
             "calls_by_key": dict(self.calls_by_key),
         }
 
@@ -67,7 +70,12 @@ class ServiceState:
 async def _inject(state: ServiceState) -> Response | None:
     f = state.faults
     if f.latency_ms or f.latency_jitter_ms:
-        await asyncio.sleep((f.latency_ms + random.uniform(0, f.latency_jitter_ms)) / 1000)
+        state.in_flight += 1
+        state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
+        try:
+            await asyncio.sleep((f.latency_ms + random.uniform(0, f.latency_jitter_ms)) / 1000)
+        finally:
+            state.in_flight -= 1
     status = None
     if f.status is not None:
         status = f.status

@@ -57,7 +57,9 @@ def create_app(ctx: SidecarContext) -> Starlette:
         if ctx.is_draining():
             return _HealthJSON({"status": "fail", "output": "draining"}, status_code=503)
         report = await run_checks(ctx.checks, readiness_only=True)
-        return _HealthJSON(report.body(ctx.service_id, ctx.version), status_code=503 if report.status == "fail" else 200)
+        return _HealthJSON(
+            report.body(ctx.service_id, ctx.version), status_code=503 if report.status == "fail" else 200
+        )
 
     async def metrics(_: Request) -> Response:
         return Response(ctx.render_metrics(), media_type=CONTENT_TYPE_LATEST)

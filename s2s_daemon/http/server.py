@@ -26,7 +26,12 @@ class SidecarServer:
         self.host = host
         self.port = self._sock.getsockname()[1]
         config = uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="off", server_header=False, timeout_graceful_shutdown=5
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+            timeout_graceful_shutdown=5,
         )
         self._server = _EmbeddedServer(config)
         self._task: asyncio.Task[None] | None = None

@@ -172,9 +172,7 @@ class CommandProcessor:
         )
 
     # the pipeline ------------------------------------------------------------------------------
-    async def _process(
-        self, msg: RabbitMessage, raw: AbstractIncomingMessage, cmd: c.Command, route: _Route
-    ) -> str:
+    async def _process(self, msg: RabbitMessage, raw: AbstractIncomingMessage, cmd: c.Command, route: _Route) -> str:
         namespace = cmd.downstream
         try:
             claim = await self._store.claim(namespace, cmd.key, self._owner, cmd.fingerprint)
@@ -311,7 +309,7 @@ class CommandProcessor:
         # back off along the ladder as redeliveries of the same message pile up
         ladder = self._topology.delay_ladder
         seconds = self._topology.delay_rung(max(exc.delay, ladder[min(attempt - 2, len(ladder) - 1)]))
-        queue = await self._publisher.delay(raw, downstream, seconds, routing_key, attempt)
+        await self._publisher.delay(raw, downstream, seconds, routing_key, attempt)
         self._metrics.redelivered.labels(downstream, exc.cause.value).inc()
         await msg.ack()
         log.info("command.redelivery_scheduled", cause=exc.cause.value, detail=exc.detail, delay_s=seconds)
@@ -325,7 +323,10 @@ class CommandProcessor:
         else:
             assert outcome.error_kind is not None
             error = c.ReplyError(
-                kind=outcome.error_kind, message=outcome.message, status_code=outcome.status_code, body=outcome.body
+                kind=outcome.error_kind,
+                message=outcome.message,
+                status_code=outcome.status_code,
+                body=outcome.body,
             )
         return c.Reply(
             status="succeeded" if outcome.ok else "failed",
@@ -429,5 +430,6 @@ def _parse_deadline(value: Any) -> int | None:
             if when.tzinfo is not None:
                 return int(when.timestamp() * 1000)
     raise CommandRejected(
-        DeadLetterReason.INVALID_HEADER, f"x-deadline {value!r}: use epoch milliseconds or ISO-8601 with a zone"
+        DeadLetterReason.INVALID_HEADER,
+        f"x-deadline {value!r}: use epoch milliseconds or ISO-8601 with a zone",
     )

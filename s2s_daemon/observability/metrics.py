@@ -70,7 +70,9 @@ class Metrics:
             "s2s_outbox_published_total", "Outbox documents published and confirmed.", registry=r
         )
         self.outbox_publish_failures = Counter(
-            "s2s_outbox_publish_failures_total", "Outbox publish attempts that were not confirmed.", registry=r
+            "s2s_outbox_publish_failures_total",
+            "Outbox publish attempts that were not confirmed.",
+            registry=r,
         )
         self.outbox_lag_seconds = Histogram(
             "s2s_outbox_publish_lag_seconds",

@@ -79,10 +79,8 @@ class Relay:
 
     async def _run(self) -> None:
         while not self._stopping:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval)
-            except TimeoutError:
-                pass
             self._wake.clear()
             try:
                 while await self.relay_once() >= self._settings.batch_size and not self._stopping:
@@ -147,7 +145,13 @@ class Relay:
         lease_until = now + int(self._settings.lease_seconds * 1000)
         await self._collection.update_many(
             {"_id": {"$in": ids}, **claimable},
-            {"$set": {"status": OutboxStatus.PUBLISHING.value, "lease_owner": token, "lease_until": lease_until}},
+            {
+                "$set": {
+                    "status": OutboxStatus.PUBLISHING.value,
+                    "lease_owner": token,
+                    "lease_until": lease_until,
+                }
+            },
         )
         batch = await self._collection.find({"_id": {"$in": ids}, "lease_owner": token}).to_list()
         return batch, token

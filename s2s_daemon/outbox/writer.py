@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +41,7 @@ class OutboxWriter:
             if existing is None:  # pragma: no cover - removed between the two calls by retention
                 raise DependencyUnavailable("mongodb", "duplicate key vanished") from None
             return WriteResult(False, existing)
-        except (PyMongoError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, PyMongoError, OSError) as exc:
             raise DependencyUnavailable("mongodb", f"{type(exc).__name__}: {exc}") from exc
         self._on_write()
         return WriteResult(True, document)

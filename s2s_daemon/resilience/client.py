@@ -85,9 +85,7 @@ class HttpxTransport:
         await self._client.aclose()
 
 
-def build_request(
-    base_url: str, route: RouteSettings, body: Any, headers: dict[str, str]
-) -> HttpRequest:
+def build_request(base_url: str, route: RouteSettings, body: Any, headers: dict[str, str]) -> HttpRequest:
     """Fill the path template from the body; send the body as JSON or the leftovers as a query string."""
     params = route.path_params
     if params and not isinstance(body, dict):
@@ -96,9 +94,7 @@ def build_request(
     for name in params:
         value = body.get(name)
         if value is None or isinstance(value, dict | list):
-            raise CommandRejected(
-                DeadLetterReason.SCHEMA_VIOLATION, f"path parameter {name!r} missing or not a scalar"
-            )
+            raise CommandRejected(DeadLetterReason.SCHEMA_VIOLATION, f"path parameter {name!r} missing or not a scalar")
         path = path.replace("{" + name + "}", quote(str(value), safe=""))
     url = base_url + path
     content: bytes | None = None
@@ -191,7 +187,12 @@ class DownstreamClient:
             outcome = CallOutcome(None, None, ErrorKind.TIMEOUT, f"timed out: {type(exc).__name__}", attempts, True)
         except httpx.TransportError as exc:
             outcome = CallOutcome(
-                None, None, ErrorKind.UNAVAILABLE, f"transport error: {type(exc).__name__}: {exc}", attempts, True
+                None,
+                None,
+                ErrorKind.UNAVAILABLE,
+                f"transport error: {type(exc).__name__}: {exc}",
+                attempts,
+                True,
             )
         else:
             outcome = classify(response, attempts)

@@ -1,0 +1,68 @@
+"""Correlation ids and W3C traceparent handling."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from s2s_daemon.messaging.middlewares import correlation_fields
+from s2s_daemon.observability.correlation import TraceContext, clean_id
+from s2s_daemon.observability.logging import redact_secrets, redact_url
+
+VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def test_traceparent_roundtrip_and_child() -> None:
+    """A valid traceparent parses; a child keeps the trace id with a new span id."""
+    ctx = TraceContext.parse(VALID)
+    assert ctx is not None
+    assert ctx.header == VALID
+    child = ctx.child()
+    assert child.trace_id == ctx.trace_id
+    assert child.parent_id != ctx.parent_id
+
+
+@given(st.text(max_size=80))
+def test_traceparent_parse_never_raises(text: str) -> None:
+    """Arbitrary header text parses to a context or None, never an exception."""
+    result = TraceContext.parse(text)
+    assert result is None or len(result.trace_id) == 32
+
+
+def test_invalid_traceparents_are_ignored() -> None:
+    """All-zero ids and version ff are invalid per the W3C spec."""
+    assert TraceContext.parse("00-" + "0" * 32 + "-00f067aa0ba902b7-01") is None
+    assert TraceContext.parse("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01") is None
+    assert TraceContext.parse("") is None
+
+
+def test_correlation_precedence() -> None:
+    """AMQP correlation_id, then x-correlation-id header, then the trace id, then a new id."""
+    raw = SimpleNamespace(correlation_id="amqp-c", headers={"x-correlation-id": "hdr"}, routing_key="a.b")
+    assert correlation_fields(raw)["correlation_id"] == "amqp-c"
+    raw = SimpleNamespace(correlation_id=None, headers={"x-correlation-id": b"hdr"}, routing_key="a.b")
+    assert correlation_fields(raw)["correlation_id"] == "hdr"
+    raw = SimpleNamespace(correlation_id=None, headers={"traceparent": VALID}, routing_key="a.b")
+    assert correlation_fields(raw)["correlation_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    raw = SimpleNamespace(correlation_id="bad id with spaces", headers={}, routing_key="a.b")
+    generated = correlation_fields(raw)["correlation_id"]
+    assert len(generated) == 32
+
+
+def test_clean_id_refuses_junk() -> None:
+    """Ids must be printable ASCII without spaces and at most 200 characters."""
+    assert clean_id("abc-123") == "abc-123"
+    assert clean_id(b"abc") == "abc"
+    assert clean_id("a b") is None
+    assert clean_id("x" * 201) is None
+    assert clean_id(b"\xff") is None
+    assert clean_id(42) is None
+
+
+def test_secrets_are_redacted() -> None:
+    """Secret-looking keys are masked and URL passwords hidden."""
+    assert redact_url("amqp://guest:guest@host:5672/") == "amqp://guest:***@host:5672/"
+    event = redact_secrets(None, "info", {"password": "p", "url": "redis://u:pw@h/0", "n": 1})
+    assert event == {"password": "***", "url": "redis://u:***@h/0", "n": 1}
