@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
 
@@ -107,7 +107,7 @@ class Topology:
             queue_type=QueueType.QUORUM,
             durable=True,
             routing_key=f"{downstream}.#",
-            arguments=args,  # type: ignore[arg-type]  # QuorumQueueArgs TypedDict lacks some keys
+            arguments=cast("Any", args),  # QuorumQueueArgs (a TypedDict) lacks some keys we set
         )
 
     def delay_queue(self, downstream: str, seconds: int) -> RabbitQueue:
@@ -123,7 +123,7 @@ class Topology:
             self.delay_queue_name(downstream, seconds),
             queue_type=QueueType.QUORUM,
             durable=True,
-            arguments=args,  # type: ignore[arg-type]
+            arguments=cast("Any", args),
         )
 
     def all_queue_names(self) -> list[str]:

@@ -81,7 +81,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", *, stream: Any = N
     for old in list(root.handlers):
         if getattr(old, "_s2s", False):
             root.removeHandler(old)
-    handler._s2s = True  # type: ignore[attr-defined]  # marks our handler for idempotent reconfiguration
+    setattr(handler, "_s2s", True)  # marks our handler for idempotent reconfiguration
     root.addHandler(handler)
     root.setLevel(level)
     # Chatty libraries: their per-message INFO lines cost CPU and say nothing we do not say ourselves.
@@ -90,4 +90,5 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", *, stream: Any = N
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    return structlog.stdlib.get_logger(name)  # type: ignore[no-any-return]
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger

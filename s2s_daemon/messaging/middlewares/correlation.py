@@ -32,7 +32,7 @@ def correlation_fields(raw: Any) -> dict[str, Any]:
     }
 
 
-class CorrelationMiddleware(BaseMiddleware):  # type: ignore[type-arg]  # generic params unused here
+class CorrelationMiddleware(BaseMiddleware):
     async def consume_scope(self, call_next: Any, msg: Any) -> Any:
         with structlog.contextvars.bound_contextvars(**correlation_fields(msg.raw_message)):
             return await call_next(msg)
