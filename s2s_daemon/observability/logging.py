@@ -36,6 +36,10 @@ def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mut
     return event_dict
 
 
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Ours, so reconfiguring replaces it instead of stacking a second one."""
+
+
 def _orjson_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or str).decode()
 
@@ -75,13 +79,12 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", *, stream: Any = N
             renderer,
         ],
     )
-    handler = logging.StreamHandler(stream)
+    handler = _Handler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
-        if getattr(old, "_s2s", False):
+        if isinstance(old, _Handler):
             root.removeHandler(old)
-    setattr(handler, "_s2s", True)  # marks our handler for idempotent reconfiguration
     root.addHandler(handler)
     root.setLevel(level)
     # Chatty libraries: their per-message INFO lines cost CPU and say nothing we do not say ourselves.
