@@ -1,0 +1,52 @@
+# syntax=docker/dockerfile:1
+# s2s-daemon image: `docker build -t s2s-daemon .`
+# Stage 1 builds wheels for the project and all its dependencies; stage 2 installs them into a clean
+# slim image with no compiler, no pip cache and no source tree, and runs as an unprivileged numeric user
+# (numeric so Kubernetes can verify runAsNonRoot).
+
+FROM python:3.11-slim-bookworm AS build
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY s2s_daemon ./s2s_daemon
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+
+FROM python:3.11-slim-bookworm AS runtime
+
+LABEL org.opencontainers.image.title="s2s-daemon" \
+      org.opencontainers.image.description="Queue-first daemon for reliable server-to-server communication" \
+      org.opencontainers.image.licenses="ISC"
+
+# S2S_CONFIG must be mounted (compose volume, Kubernetes ConfigMap): the daemon refuses to start without
+# downstreams. The sidecar binds all interfaces here because probes and Prometheus come from outside.
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    S2S_CONFIG=/etc/s2s/config.yaml \
+    S2S_HTTP__HOST=0.0.0.0 \
+    S2S_HTTP__PORT=8080 \
+    S2S_LOG_FORMAT=json
+
+RUN groupadd --system --gid 10001 s2s \
+    && useradd --system --uid 10001 --gid s2s --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin s2s
+
+# The wheels are bind-mounted, not copied, so they never become a layer of the final image.
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links=/wheels /wheels/s2s_daemon-*.whl
+
+USER 10001:10001
+EXPOSE 8080
+
+# Liveness only (event-loop heartbeat): readiness is for load balancers, not for restarting the container.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('S2S_HTTP__PORT', '8080') + '/livez', timeout=4)"]
+
+# SIGTERM starts the drain: readiness false, consumers stop, in-flight handlers finish (amqp.graceful_timeout).
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["s2s-daemon"]
+CMD ["run"]
