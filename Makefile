@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 COV_MIN ?= 70
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test unit lint typecheck fmt bench clean preflight
+.PHONY: help venv run test unit lint typecheck fmt bench clean preflight lint-deploy
 
 help:
 	@echo "make run    - set up and run the daemon with embedded Mongo-wire server and demo downstreams"
@@ -38,6 +38,10 @@ unit: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check s2s_daemon tests
 	$(BIN)/ruff format --check s2s_daemon tests
+
+# Dockerfile, compose, Kubernetes, Prometheus rules and Grafana dashboard: real linters, offline.
+lint-deploy: $(STAMP)
+	bash deploy/validate.sh
 
 typecheck: $(STAMP)
 	$(BIN)/mypy s2s_daemon
