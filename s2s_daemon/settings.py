@@ -119,7 +119,10 @@ class AmqpSettings(_Strict):
     prefix: str = Field(default="s2s", description="Prefix of every exchange and queue name.")
     prefetch: PositiveInt = Field(default=100, description="Messages in flight per downstream consumer.")
     delivery_limit: PositiveInt = Field(
-        default=5, description="Quorum queue x-delivery-limit: redeliveries before the broker dead-letters."
+        default=100,
+        description="Quorum queue x-delivery-limit: returns before the broker dead-letters. Every consumer crash "
+        "returns all prefetched messages, started or not, so this is the number of consecutive crash-restarts a "
+        "message survives; the handler itself never requeues for a known failure.",
     )
     max_body_bytes: PositiveInt = Field(default=1_048_576, description="Larger commands are dead-lettered.")
     delay_ladder: tuple[PositiveInt, ...] = Field(

@@ -5,7 +5,9 @@ Record values (one string key per idempotency key, namespaced per downstream):
   ``d|<fingerprint>``          done, expires after ``done_ttl`` (the outbox document holds the reply)
 
 Every transition is one atomic Lua call that compares the owner token, so a worker whose lease expired
-can never overwrite the record of the worker that took over.
+can never overwrite the record of the worker that took over. The owner token names one process: a process
+that finds its own token (a delivery it parked after a failure) decides itself whether a task of its own is
+still on it, instead of waiting for the lease to run out.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from s2s_daemon.errors import DependencyUnavailable
 
 _CLAIM = """
 local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 'mine'
+end
 if v then return v end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
@@ -49,6 +55,7 @@ return 0
 
 class ClaimState(StrEnum):
     CLAIMED = "claimed"  # we own it now: call the downstream
+    OURS = "ours"  # this process already holds the lease (an earlier delivery here that did not finish)
     IN_FLIGHT = "in-flight"  # someone else holds a live lease
     DONE = "done"  # completed before
 
@@ -83,6 +90,8 @@ class IdempotencyStore:
         if existing is None:
             return Claim(ClaimState.CLAIMED, fingerprint, token)
         value = existing.decode() if isinstance(existing, bytes) else str(existing)
+        if value == "mine":
+            return Claim(ClaimState.OURS, fingerprint, token)
         state, _, rest = value.partition("|")
         if state == "d":
             return Claim(ClaimState.DONE, rest, None)

@@ -86,6 +86,7 @@ class CommandProcessor:
         self._metrics = metrics
         self._owner = owner
         self._routes: dict[str, _Route] = {}
+        self._active: set[tuple[str, str]] = set()  # keys a task of this process is handling now
         for ds_name, ds in settings.downstreams.items():
             for action, route in ds.routes.items():
                 validator = Draft202012Validator(route.json_schema) if route.json_schema else None
@@ -179,18 +180,15 @@ class CommandProcessor:
         except DependencyUnavailable as exc:
             raise Redeliver(RedeliverCause.REDIS_UNAVAILABLE, exc.detail, _DELAY_DEPENDENCY_S) from exc
 
-        if claim.state is ClaimState.CLAIMED:
-            outbox_key = command_key(cmd.downstream, cmd.key)
+        active_key = (namespace, cmd.key)
+        if claim.state is ClaimState.OURS and active_key in self._active:
+            claim = Claim(ClaimState.IN_FLIGHT, claim.fingerprint, None)  # a task of ours is on it right now
+        if claim.state in (ClaimState.CLAIMED, ClaimState.OURS):
+            self._active.add(active_key)
             try:
-                existing = await self._outbox.find(outbox_key)
-            except DependencyUnavailable as exc:
-                await self._release_quietly(namespace, cmd.key, claim)
-                raise Redeliver(RedeliverCause.MONGODB_UNAVAILABLE, exc.detail, _DELAY_DEPENDENCY_S) from exc
-            if existing is not None:
-                # Redis lost the done record (restart, eviction): the outbox decides.
-                await self._complete_quietly(namespace, cmd.key, claim, existing["fingerprint"])
-                return await self._duplicate(msg, cmd, existing["fingerprint"], existing, "backstop")
-            return await self._call_and_record(msg, cmd, route, claim)
+                return await self._claimed(msg, cmd, route, claim)
+            finally:
+                self._active.discard(active_key)
 
         if claim.state is ClaimState.DONE:
             return await self._duplicate(msg, cmd, claim.fingerprint, None, "done")
@@ -200,6 +198,18 @@ class CommandProcessor:
             return await self._conflict(msg, cmd)
         self._metrics.dedupe_hits.labels(cmd.downstream, "in-flight").inc()
         raise Redeliver(RedeliverCause.IN_FLIGHT, "same key in flight elsewhere", _DELAY_IN_FLIGHT_S)
+
+    async def _claimed(self, msg: RabbitMessage, cmd: c.Command, route: _Route, claim: Claim) -> str:
+        try:
+            existing = await self._outbox.find(command_key(cmd.downstream, cmd.key))
+        except DependencyUnavailable as exc:
+            await self._release_quietly(cmd.downstream, cmd.key, claim)
+            raise Redeliver(RedeliverCause.MONGODB_UNAVAILABLE, exc.detail, _DELAY_DEPENDENCY_S) from exc
+        if existing is not None:
+            # Redis lost the done record (restart, eviction) or a crash hit before it was written: the outbox decides.
+            await self._complete_quietly(cmd.downstream, cmd.key, claim, existing["fingerprint"])
+            return await self._duplicate(msg, cmd, existing["fingerprint"], existing, "backstop")
+        return await self._call_and_record(msg, cmd, route, claim)
 
     async def _call_and_record(self, msg: RabbitMessage, cmd: c.Command, route: _Route, claim: Claim) -> str:
         client = self._clients[cmd.downstream]
