@@ -1,0 +1,396 @@
+"""One benchmark run: start everything, run the scenarios, measure, stop everything, clean up.
+
+Order (each scenario drives load from a separate ``bench.load`` process):
+
+1. nx-27017, the demo downstreams, the daemon (start -> ``/readyz`` 200 is timed), the reference app.
+2. ``max``        service-a commands, ``inflight`` in flight, on the daemon.
+3. ``reference``  the same load on the bare FastStream reference.
+4. ``rate``       service-a commands offered at ``rate``/s: latency and outbox lag (from /metrics).
+5. ``soak``       optional: the rate load for ``soak_seconds``, sampling the daemon's RSS.
+6. ``profile``    optional: max load with py-spy attached to the daemon.
+7. ``iso-healthy`` service-a at max while service-b commands arrive at ``iso_b_rate``/s, both healthy.
+8. ``iso-dead``   the same on a second daemon whose service-b points at a dead port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import yaml
+
+from s2s_daemon.bench import profile as pyspy
+from s2s_daemon.bench.harness import (
+    RABBITMQ_URL,
+    REDIS_URL,
+    DaemonNamespace,
+    ManagedProcess,
+    daemon_config,
+    delete_namespaces,
+    free_port,
+    python_module,
+    start_mongo,
+    wait_http_ok,
+    wait_port,
+)
+from s2s_daemon.bench.procstat import find_pids_by_name
+from s2s_daemon.bench.report import bucket_delta, counter_total, histogram_quantile, parse_histogram
+from s2s_daemon.bench.spec import LoadSpec, StreamSpec
+from s2s_daemon.embedded import EmbeddedMongo
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "config" / "example.yaml"
+DOWNSTREAMS = ("service-a", "service-b")
+ROUTE_A = "service-a.create-resource"
+ROUTE_B = "service-b.get-resource"
+LAG_METRIC = "s2s_outbox_publish_lag_seconds"
+SCENARIOS = ("max", "reference", "rate", "iso")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How much load each scenario gets."""
+
+    mode: str
+    count: int  # commands in the max-throughput runs (daemon and reference)
+    warmup: int
+    inflight: int
+    rate: float
+    rate_seconds: float
+    iso_count: int
+    iso_b_rate: float
+    reply_timeout: float
+    soak_seconds: float = 0.0
+    profile_seconds: float = 0.0
+    scenarios: tuple[str, ...] = SCENARIOS
+
+
+QUICK = Plan(
+    "quick",
+    count=1500,
+    warmup=200,
+    inflight=200,
+    rate=500,
+    rate_seconds=3,
+    iso_count=1000,
+    iso_b_rate=50,
+    reply_timeout=15,
+)
+FULL = Plan(
+    "full",
+    count=20_000,
+    warmup=1000,
+    inflight=200,
+    rate=500,
+    rate_seconds=20,
+    iso_count=5000,
+    iso_b_rate=100,
+    reply_timeout=120,
+)
+
+
+class Bench:
+    def __init__(self, plan: Plan, root: Path, *, keep_files: bool = False, log: Any = print) -> None:
+        self.plan = plan
+        self.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.run_id = "bench" + uuid.uuid4().hex[:8]
+        self.root = root
+        self.dir = root / f"run-{self.stamp}"
+        self.keep_files = keep_files
+        self.log = log
+        self.ns = DaemonNamespace(self.run_id)
+        self.ns_iso = DaemonNamespace(self.run_id + "-iso")
+        self.ref_exchange = f"{self.run_id}.ref"
+        self.ref_queue = f"{self.run_id}.ref.commands"
+        self.mongo: EmbeddedMongo | None = None
+        self.procs: list[ManagedProcess] = []
+        self.results: dict[str, Any] = {
+            "run_id": self.run_id,
+            "started_at": self.stamp,
+            "plan": asdict(plan),
+            "scenarios": {},
+            "startup": {},
+        }
+
+    # the run ---------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        wall = time.perf_counter()
+        try:
+            self._run_scenarios()
+        finally:
+            self.results["cleanup"] = self._teardown()
+            self.results["wall_seconds"] = round(time.perf_counter() - wall, 1)
+        return self.results
+
+    def _run_scenarios(self) -> None:
+        p = self.plan
+        wanted = set(p.scenarios)
+        scenarios = self.results["scenarios"]
+        self._start_shared()
+        daemon, sidecar = self._start_daemon("daemon", self.ns, dead_b=False)
+        reference = self._start_reference() if "reference" in wanted else None
+        a_max = StreamSpec(ROUTE_A, "inflight", p.inflight, p.count)
+        a_rate = StreamSpec(ROUTE_A, "rate", p.rate, int(p.rate * p.rate_seconds))
+        mixed = [StreamSpec(ROUTE_A, "inflight", p.inflight, p.iso_count), StreamSpec(ROUTE_B, "rate", p.iso_b_rate)]
+        on_daemon: dict[str, Any] = {"serving": [daemon], "sidecar": sidecar}
+
+        if "max" in wanted:
+            scenarios["max"] = self._load("max", self.ns.commands_exchange, [a_max], warmup=p.warmup, **on_daemon)
+        if reference is not None:
+            scenarios["reference"] = self._load(
+                "reference", self.ref_exchange, [a_max], warmup=p.warmup, serving=[reference]
+            )
+            # stopped so it does not sit on the cores the next scenarios measure
+            reference.stop()
+        if "rate" in wanted:
+            scenarios["rate"] = self._load("rate", self.ns.commands_exchange, [a_rate], warmup=0, **on_daemon)
+        if p.soak_seconds > 0:
+            soak = StreamSpec(ROUTE_A, "rate", p.rate, int(p.rate * p.soak_seconds))
+            scenarios["soak"] = self._load(
+                "soak", self.ns.commands_exchange, [soak], warmup=0, rss_every=5.0, **on_daemon
+            )
+        if p.profile_seconds > 0:
+            self.results["profile"] = self._profile(daemon, sidecar)
+        if "iso" in wanted:
+            scenarios["iso-healthy"] = self._load(
+                "iso-healthy", self.ns.commands_exchange, mixed, warmup=p.warmup, **on_daemon
+            )
+        # one daemon at a time: the second must not share the two cores with an idle-but-alive first
+        daemon.stop()
+        self.results["daemon_final"] = asdict(daemon.last_sample) if daemon.last_sample else None
+        if "iso" in wanted:
+            dead, dead_sidecar = self._start_daemon("daemon-iso", self.ns_iso, dead_b=True)
+            scenarios["iso-dead"] = self._load(
+                "iso-dead", self.ns_iso.commands_exchange, mixed, warmup=p.warmup, serving=[dead], sidecar=dead_sidecar
+            )
+            dead.stop()
+
+    # processes -------------------------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ManagedProcess:
+        proc = ManagedProcess(name, argv, self.dir / f"{name}.log", env)
+        self.procs.append(proc)
+        return proc.start()
+
+    def _start_shared(self) -> None:
+        self.mongo, seconds = start_mongo(self.dir / "mongo")
+        self.results["startup"]["nx-27017_s"] = round(seconds, 3)
+        self.log(f"bench: nx-27017 at {self.mongo.uri} ({seconds:.2f}s)")
+        self.port_a, self.port_b = free_port(), free_port()
+        demo = self._spawn(
+            "demo", python_module("s2s_daemon", "demo", "--port-a", str(self.port_a), "--port-b", str(self.port_b))
+        )
+        wait_port(self.port_a, 20, demo)
+        wait_port(self.port_b, 20, demo)
+        self.log(f"bench: demo downstreams on :{self.port_a} and :{self.port_b}")
+
+    def _start_daemon(self, name: str, ns: DaemonNamespace, *, dead_b: bool) -> tuple[ManagedProcess, str]:
+        assert self.mongo is not None
+        http_port = free_port()
+        # a port nobody listens on: connection refused at once
+        port_b = free_port() if dead_b else self.port_b
+        config = daemon_config(
+            EXAMPLE_CONFIG,
+            ns,
+            http_port,
+            {"service-a": f"http://127.0.0.1:{self.port_a}", "service-b": f"http://127.0.0.1:{port_b}"},
+        )
+        config_path = self.dir / f"{name}.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        env = {
+            "RABBITMQ_URL": RABBITMQ_URL,
+            "REDIS_URL": REDIS_URL,
+            "MONGODB_URI": self.mongo.uri,
+            "LOG_LEVEL": "WARNING",
+        }
+        proc = self._spawn(name, python_module("s2s_daemon", "run", "--config", str(config_path)), env)
+        sidecar = f"http://127.0.0.1:{http_port}"
+        ready = wait_http_ok(f"{sidecar}/readyz", 30, proc)
+        self.results["startup"][f"{name}_ready_s"] = round(ready, 3)
+        self.log(f"bench: {name} pid {proc.pid} ready in {ready:.2f}s (prefix {ns.prefix}, dead service-b: {dead_b})")
+        return proc, sidecar
+
+    def _start_reference(self) -> ManagedProcess:
+        ready_file = self.dir / "reference.ready"
+        argv = python_module(
+            "s2s_daemon.bench.reference",
+            "--exchange",
+            self.ref_exchange,
+            "--queue",
+            self.ref_queue,
+            "--service-url",
+            f"http://127.0.0.1:{self.port_a}",
+            "--ready-file",
+            str(ready_file),
+        )
+        proc = self._spawn("reference", argv)
+        deadline = time.perf_counter() + 30
+        while not ready_file.exists():
+            proc.check_alive()
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"the reference app did not start; see {proc.log_path}")
+            time.sleep(0.02)
+        self.log(f"bench: reference pid {proc.pid} ready in {time.perf_counter() - proc.started_at:.2f}s")
+        return proc
+
+    # scenarios -------------------------------------------------------------------------------------
+    def _watch(self) -> dict[str, int]:
+        """Every long-running process of ours that is alive, plus the shared RabbitMQ and Redis (read only)."""
+        watch = {p.name: p.pid for p in self.procs if p.alive() and not p.name.startswith("load-")}
+        if self.mongo is not None and self.mongo.process is not None:
+            watch["nx-27017"] = self.mongo.process.pid
+        for comm, label in (("beam.smp", "rabbitmq"), ("redis-server", "redis")):
+            pids = find_pids_by_name(comm)
+            if len(pids) == 1:
+                watch[label] = pids[0]
+        return watch
+
+    def _load(
+        self,
+        name: str,
+        exchange: str,
+        streams: list[StreamSpec],
+        *,
+        warmup: int,
+        serving: list[ManagedProcess],
+        sidecar: str | None = None,
+        rss_every: float = 0.0,
+        on_started: Any = None,
+    ) -> dict[str, Any]:
+        spec = LoadSpec(
+            RABBITMQ_URL,
+            exchange,
+            tuple(streams),
+            warmup=warmup,
+            reply_timeout=self.plan.reply_timeout,
+            watch=self._watch(),
+            rss_every=rss_every,
+        )
+        before = _scrape(sidecar) if sidecar else None
+        self.log(f"bench: scenario {name} ...")
+        proc = self._spawn(f"load-{name}", python_module("s2s_daemon.bench.load", spec.to_json()))
+        if on_started is not None:
+            on_started(proc)
+        while proc.alive():
+            for p in serving:
+                p.check_alive()
+            time.sleep(0.1)
+        code = proc.stop()
+        if code != 0:
+            raise RuntimeError(f"load generator for {name} exited with {code}:\n{proc.tail()}")
+        lines = [line for line in proc.log_path.read_text().splitlines() if line.startswith("{")]
+        result: dict[str, Any] = orjson.loads(lines[-1])
+        if sidecar is not None and before is not None:
+            after = _scrape(sidecar)
+            result["outbox"] = _metrics_stats(before, after)
+        primary = result["streams"][0]
+        self.log(
+            f"bench:   {name}: {primary['throughput_per_s'] or 0:,.0f}/s, p50 {_ms(primary['latency']['p50_ms'])}, "
+            f"p99 {_ms(primary['latency']['p99_ms'])}, failed {primary['failed']}, missing {primary['missing']}"
+        )
+        return result
+
+    def _profile(self, daemon: ManagedProcess, sidecar: str) -> dict[str, Any]:
+        if pyspy.py_spy_path() is None:
+            return {"error": "py-spy is not installed (.venv/bin/pip install py-spy)"}
+        seconds = self.plan.profile_seconds
+        measured = self.results["scenarios"]["max"]["streams"][0]["throughput_per_s"] or 500
+        count = int(measured * (seconds + 6) * 1.2)
+        spy: dict[str, Any] = {}
+
+        def attach(_: ManagedProcess) -> None:
+            time.sleep(3)  # past the warm-up
+            spy["proc"], spy["raw"], spy["log"] = pyspy.start_py_spy(daemon.pid, seconds, self.dir)
+
+        result = self._load(
+            "profile",
+            self.ns.commands_exchange,
+            [StreamSpec(ROUTE_A, "inflight", self.plan.inflight, count)],
+            warmup=self.plan.warmup,
+            serving=[daemon],
+            sidecar=sidecar,
+            on_started=attach,
+        )
+        spy["proc"].wait(seconds + 30)
+        raw: Path = spy["raw"]
+        if not raw.exists():
+            return {"error": f"py-spy wrote nothing; see {spy['log']}", "load": result}
+        shutil.copy(raw, self.root / "profile.txt")
+        summary = pyspy.summarize(pyspy.parse_collapsed(raw.read_text().splitlines()), top=12)
+        self.log(pyspy.format_summary(summary))
+        return {"seconds": seconds, "raw": str(raw), "summary": summary, "load": result}
+
+    # teardown --------------------------------------------------------------------------------------
+    def _teardown(self) -> dict[str, Any]:
+        cleanup: dict[str, Any] = {}
+        for proc in reversed(self.procs):
+            with contextlib.suppress(Exception):
+                proc.stop()
+        if self.mongo is not None:
+            self.mongo.stop()
+        try:
+            cleanup["deleted"] = asyncio.run(
+                delete_namespaces(
+                    [self.ns, self.ns_iso],
+                    DOWNSTREAMS,
+                    extra_queues=[self.ref_queue],
+                    extra_exchanges=[self.ref_exchange],
+                )
+            )
+        except Exception as exc:  # report it, never mask the run's own error
+            cleanup["error"] = f"{type(exc).__name__}: {exc}"
+        if not self.keep_files:
+            shutil.rmtree(self.dir / "mongo", ignore_errors=True)
+        return cleanup
+
+
+# /metrics --------------------------------------------------------------------------------------------
+def _scrape(sidecar: str) -> str:
+    return httpx.get(f"{sidecar}/metrics", timeout=5).text
+
+
+def _metrics_stats(before: str, after: str) -> dict[str, Any]:
+    """What the daemon saw between two scrapes: outbox lag, handler and downstream-call time, relay batches.
+
+    Quantiles are estimated from histogram buckets (1, 2.5, 5, 10, 25, 50, 100, 250 ms, ...): coarse.
+    """
+
+    def quantiles(name: str, match: dict[str, str] | None = None) -> dict[str, float | None]:
+        delta = bucket_delta(parse_histogram(after, name, match), parse_histogram(before, name, match))
+        p50, p99 = histogram_quantile(0.5, delta), histogram_quantile(0.99, delta)
+        return {
+            "observations": delta[-1][1] if delta else 0,
+            "p50_ms": None if p50 is None else round(p50 * 1000, 2),
+            "p99_ms": None if p99 is None else round(p99 * 1000, 2),
+        }
+
+    lag = quantiles(LAG_METRIC)
+    batches = bucket_delta(
+        parse_histogram(after, "s2s_relay_batch_size"), parse_histogram(before, "s2s_relay_batch_size")
+    )
+    published = counter_total(after, "s2s_outbox_published_total") - counter_total(before, "s2s_outbox_published_total")
+    return {
+        "lag_observations": lag["observations"],
+        "lag_p50_ms": lag["p50_ms"],
+        "lag_p99_ms": lag["p99_ms"],
+        "lag_buckets": bucket_delta(parse_histogram(after, LAG_METRIC), parse_histogram(before, LAG_METRIC)),
+        "handler_service_a": quantiles("s2s_handler_duration_seconds", {"downstream": "service-a"}),
+        "downstream_call_service_a": quantiles("s2s_downstream_call_duration_seconds", {"downstream": "service-a"}),
+        "relay_rounds": batches[-1][1] if batches else 0,
+        "relay_mean_batch": round(published / batches[-1][1], 1) if batches and batches[-1][1] else None,
+        "published": published,
+        "publish_failures": counter_total(after, "s2s_outbox_publish_failures_total")
+        - counter_total(before, "s2s_outbox_publish_failures_total"),
+    }
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} ms"

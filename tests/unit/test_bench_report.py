@@ -1,0 +1,242 @@
+"""The pure parts of `make bench`: percentiles, histogram quantiles, tables, /proc and py-spy parsing."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+from s2s_daemon.bench.procstat import parse_machine_busy, parse_stat_cpu, parse_status_memory
+from s2s_daemon.bench.profile import parse_collapsed, summarize
+from s2s_daemon.bench.report import (
+    TargetRow,
+    bucket_delta,
+    counter_total,
+    fmt_num,
+    fmt_ratio,
+    format_table,
+    histogram_mean,
+    histogram_quantile,
+    latency_summary,
+    parse_histogram,
+    percentile,
+    targets_table,
+)
+from s2s_daemon.bench.spec import LoadSpec, StreamSpec
+from s2s_daemon.bench.summary import rss_growth, target_rows
+from s2s_daemon.observability.metrics import Metrics
+
+INF = math.inf
+
+
+# percentiles ----------------------------------------------------------------------------------------
+def test_percentile_interpolates_between_ranks() -> None:
+    """Percentiles interpolate linearly between neighbouring ranks, as numpy's default does."""
+    values = [4.0, 1.0, 3.0, 2.0]
+    assert percentile(values, 0) == 1.0
+    assert percentile(values, 100) == 4.0
+    assert percentile(values, 50) == pytest.approx(2.5)
+    assert percentile(list(range(1, 101)), 99) == pytest.approx(99.01)
+
+
+def test_percentile_of_nothing_is_none() -> None:
+    """No samples give no percentile rather than a made-up zero."""
+    assert percentile([], 50) is None
+    assert latency_summary([])["p99_ms"] is None
+
+
+def test_percentile_rejects_out_of_range() -> None:
+    """A percentile outside 0..100 is a caller bug and fails loudly."""
+    with pytest.raises(ValueError, match=r"within 0\.\.100"):
+        percentile([1.0], 101)
+
+
+def test_latency_summary_reports_milliseconds() -> None:
+    """Latencies measured in seconds are summarised in milliseconds."""
+    summary = latency_summary([0.001, 0.002, 0.003])
+    assert summary["p50_ms"] == pytest.approx(2.0)
+    assert summary["max_ms"] == pytest.approx(3.0)
+    assert summary["mean_ms"] == pytest.approx(2.0)
+
+
+# histogram quantiles --------------------------------------------------------------------------------
+def test_histogram_quantile_interpolates_inside_the_bucket() -> None:
+    """The estimate interpolates linearly inside the bucket holding the rank, like PromQL's histogram_quantile."""
+    buckets = [(0.01, 50.0), (0.02, 90.0), (0.05, 100.0), (INF, 100.0)]
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.01)
+    assert histogram_quantile(0.7, buckets) == pytest.approx(0.015)
+    assert histogram_quantile(0.99, buckets) == pytest.approx(0.047)
+
+
+def test_histogram_quantile_in_the_first_bucket_starts_at_zero() -> None:
+    """Ranks in the lowest bucket interpolate from zero."""
+    assert histogram_quantile(0.5, [(0.004, 10.0), (INF, 10.0)]) == pytest.approx(0.002)
+
+
+def test_histogram_quantile_in_the_inf_bucket_is_the_top_bound() -> None:
+    """A rank beyond the last finite bucket returns that bound: a floor, not a guess."""
+    assert histogram_quantile(0.99, [(0.01, 50.0), (30.0, 90.0), (INF, 100.0)]) == 30.0
+
+
+def test_histogram_quantile_skips_empty_buckets() -> None:
+    """Buckets without observations never hold the rank."""
+    buckets = [(0.001, 0.0), (0.0025, 0.0), (0.005, 10.0), (INF, 10.0)]
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.00375)
+
+
+def test_histogram_quantile_of_an_empty_histogram_is_none() -> None:
+    """An empty histogram has no quantile."""
+    assert histogram_quantile(0.99, []) is None
+    assert histogram_quantile(0.99, [(0.1, 0.0), (INF, 0.0)]) is None
+
+
+def _metrics_text(*observations: tuple[str, float]) -> str:
+    metrics = Metrics()
+    for downstream, seconds in observations:
+        metrics.handler_seconds.labels(downstream).observe(seconds)
+        metrics.outbox_lag_seconds.observe(seconds)
+    metrics.outbox_published.inc(len(observations))
+    return metrics.render().decode()
+
+
+def test_parse_histogram_reads_the_daemons_exposition() -> None:
+    """Buckets come out cumulative and ascending with +Inf last, summed over labels unless matched."""
+    text = _metrics_text(("service-a", 0.003), ("service-a", 0.02), ("service-b", 0.2))
+    both = parse_histogram(text, "s2s_handler_duration_seconds")
+    only_a = parse_histogram(text, "s2s_handler_duration_seconds", {"downstream": "service-a"})
+    assert both[-1] == (INF, 3.0)
+    assert only_a[-1] == (INF, 2.0)
+    assert dict(only_a)[0.005] == 1.0
+    assert [le for le, _ in both] == sorted(le for le, _ in both)
+    assert parse_histogram(text, "s2s_no_such_histogram") == []
+
+
+def test_bucket_delta_isolates_one_scenario() -> None:
+    """Subtracting an earlier scrape leaves only the observations made in between."""
+    before = parse_histogram(_metrics_text(("service-a", 0.003)), "s2s_outbox_publish_lag_seconds")
+    after = parse_histogram(
+        _metrics_text(("service-a", 0.003), ("service-a", 0.02), ("service-a", 0.02)),
+        "s2s_outbox_publish_lag_seconds",
+    )
+    delta = bucket_delta(after, before)
+    assert delta[-1] == (INF, 2.0)
+    assert dict(delta)[0.01] == 0.0
+    assert histogram_quantile(0.99, delta) == pytest.approx(0.01 + 0.015 * 0.99)
+
+
+def test_histogram_mean_and_counter_total() -> None:
+    """Means come from _sum/_count and counters are summed over their labels."""
+    text = _metrics_text(("service-a", 0.01), ("service-b", 0.03))
+    assert histogram_mean(text, "s2s_outbox_publish_lag_seconds") == pytest.approx(0.02)
+    assert histogram_mean(text, "s2s_no_such_histogram") is None
+    assert counter_total(text, "s2s_outbox_published_total") == 2.0
+
+
+# formatting -----------------------------------------------------------------------------------------
+def test_format_table_pads_every_column() -> None:
+    """Every line of the Markdown table has the same width and the columns line up."""
+    table = format_table(("a", "long header"), [("1", "x"), ("wide cell", "y")])
+    lines = table.splitlines()
+    assert len({len(line) for line in lines}) == 1
+    assert lines[0].startswith("| a         | long header |")
+    assert set(lines[1]) == {"|", "-"}
+
+
+def test_format_table_rejects_ragged_rows() -> None:
+    """A row with the wrong number of cells is refused instead of printing a shifted table."""
+    with pytest.raises(ValueError, match="2 columns"):
+        format_table(("a", "b"), [("only one",)])
+
+
+def test_number_and_ratio_formatting() -> None:
+    """Numbers get thousands separators; missing values and zero denominators print n/a."""
+    assert fmt_num(1234.5) == "1,234"
+    assert fmt_num(2.345, 1, " ms") == "2.3 ms"
+    assert fmt_num(None) == "n/a"
+    assert fmt_ratio(1, 4) == "0.25x"
+    assert fmt_ratio(1, 0) == "n/a"
+    assert fmt_ratio(None, 4) == "n/a"
+
+
+def test_targets_table_has_one_row_per_target_even_without_results() -> None:
+    """An interrupted run still prints every target, saying what was not measured; the webhook row has no number."""
+    rows = target_rows({})
+    assert len(rows) == 7
+    webhook = next(row for row in rows if row.measure.startswith("webhook"))
+    assert webhook.measured == "not measured (endpoint not built yet)"
+    table = targets_table(rows)
+    assert table.splitlines()[0].split("|")[1].strip() == "measure"
+    assert len(table.splitlines()) == 2 + len(rows)
+
+
+def test_throughput_row_shows_the_ratio_to_the_reference() -> None:
+    """Our throughput is printed beside the reference's as a ratio."""
+
+    def stream(tput: float) -> dict[str, object]:
+        return {"throughput_per_s": tput, "failed": 0, "missing": 0}
+
+    results = {"scenarios": {"max": {"streams": [stream(650.0)]}, "reference": {"streams": [stream(1300.0)]}}}
+    row: TargetRow = target_rows(results)[0]
+    assert row.measured == "650/s"
+    assert "ours = 0.50x of it" in row.notes
+    assert row.notes.startswith("MISSED")
+
+
+def test_rss_growth_skips_the_warm_up() -> None:
+    """Growth is measured from the first sample after the warm-up share to the last sample."""
+    series = [(0.0, 50.0), (5.0, 80.0), (50.0, 100.0), (100.0, 104.0)]
+    assert rss_growth(series) == pytest.approx(0.04)
+    assert rss_growth([(0.0, 50.0)]) is None
+
+
+# /proc, py-spy and the load spec ----------------------------------------------------------------------
+def test_parse_stat_cpu_survives_odd_command_names() -> None:
+    """utime and stime are read after the last ')' so a command name with spaces and parentheses is harmless."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stat = f"42 (we(ird) name) S 1 42 42 0 -1 4194560 100 0 0 0 {3 * ticks} {ticks} 0 0 20 0 1 0 5 0 0"
+    assert parse_stat_cpu(stat) == pytest.approx(4.0)
+
+
+def test_parse_status_memory_reads_rss_and_high_water_mark() -> None:
+    """VmRSS and VmHWM come out in MB; a kernel thread without them reads as zero."""
+    status = "Name:\tpython\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\n"
+    assert parse_status_memory(status) == (100.0, 200.0)
+    assert parse_status_memory("Name:\tkthreadd\n") == (0.0, 0.0)
+
+
+def test_parse_machine_busy_leaves_out_idle_and_iowait() -> None:
+    """Machine busy time is the cpu total minus idle and iowait."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stat = f"cpu  {ticks} 0 {ticks} {50 * ticks} {7 * ticks} 0 0 0 0 0\ncpu0 1 2 3\n"
+    assert parse_machine_busy(stat) == pytest.approx(2.0)
+
+
+def test_summarize_collapsed_stacks() -> None:
+    """Self time goes to the leaf frame and its package; our functions also get inclusive time."""
+    stacks = parse_collapsed(
+        [
+            "run (asyncio/runners.py:1);handle (s2s_daemon/messaging/consumer.py:9);send (httpcore/_async/x.py:3) 3",
+            "run (asyncio/runners.py:1);handle (s2s_daemon/messaging/consumer.py:9) 1",
+            "malformed line without a count",
+        ]
+    )
+    summary = summarize(stacks)
+    assert summary["samples"] == 4
+    assert summary["self_by_package_pct"] == [("httpcore", 75.0), ("s2s_daemon", 25.0)]
+    assert summary["inclusive_s2s_daemon_pct"] == [("handle (s2s_daemon/messaging/consumer.py)", 100.0)]
+
+
+def test_load_spec_round_trips_through_json() -> None:
+    """The spec handed to the load-generator process comes back equal."""
+    spec = LoadSpec(
+        "amqp://x",
+        "p.commands",
+        (
+            StreamSpec("service-a.create-resource", "inflight", 200, 1000),
+            StreamSpec("service-b.get-resource", "rate", 50),
+        ),
+        warmup=10,
+        watch={"daemon": 123},
+    )
+    assert LoadSpec.from_json(spec.to_json()) == spec
