@@ -1,4 +1,4 @@
-"""Command line: ``s2s-daemon run | dev | check-config | send | demo | preflight``."""
+"""Command line: ``s2s-daemon run | dev | check-config | send | demo | preflight | outbox``."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from s2s_daemon.errors import ConfigError, DependencyUnavailable
+from s2s_daemon.ops.outbox import add_outbox_parser, cmd_outbox
 from s2s_daemon.settings import Settings, load_settings
 
 EXAMPLE_CONFIG = Path(str(files("s2s_daemon") / "config" / "example.yaml"))
@@ -68,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pre = sub.add_parser("preflight", help="check that RabbitMQ and Redis are reachable")
     _config_arg(pre)
+
+    add_outbox_parser(sub, _config_arg)
     return parser
 
 
@@ -81,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "send": cmd_send,
             "demo": cmd_demo,
             "preflight": cmd_preflight,
+            "outbox": cmd_outbox,
         }[args.command]
         return handler(args)
     except ConfigError as exc:
