@@ -260,7 +260,11 @@ class CommandProcessor:
                     raise Redeliver(RedeliverCause.MONGODB_UNAVAILABLE, exc.detail, _DELAY_DEPENDENCY_S) from exc
             if document is not None and document.get("reply") is not None:
                 await self._publisher.reply_direct(
-                    cmd.reply_to, cmd.correlation_id, document["reply"], self._trace_headers(cmd)
+                    cmd.reply_to,
+                    cmd.correlation_id,
+                    document["reply"],
+                    self._trace_headers(cmd),
+                    message_id=document["event"]["id"],  # the original reply's message_id: duplicates are droppable
                 )
         await msg.ack()
         log.info("command.duplicate", state=state, resent=bool(cmd.reply_to))

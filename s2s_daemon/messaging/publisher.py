@@ -53,14 +53,23 @@ class AmqpPublisher:
         )
 
     async def reply_direct(
-        self, reply_to: str, correlation_id: str, body: dict[str, Any], headers: dict[str, str]
+        self,
+        reply_to: str,
+        correlation_id: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        message_id: str | None = None,
     ) -> None:
-        """A reply that is not backed by an outbox document (re-sent duplicates, invalid commands)."""
+        """A reply that is not backed by an outbox document (re-sent duplicates, invalid commands).
+
+        A re-sent stored reply passes the outbox document's event id, the message_id of the original reply.
+        """
         await self._broker.publish(
             orjson.dumps(body),
             exchange="",
             routing_key=reply_to,
             correlation_id=correlation_id,
+            message_id=message_id,
             content_type="application/json",
             headers={c.H_CORRELATION_ID: correlation_id, **headers},
             persist=True,
