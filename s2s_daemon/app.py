@@ -18,6 +18,7 @@ import uuid
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+import stamina
 from beanie import init_beanie
 from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker
@@ -30,6 +31,7 @@ from s2s_daemon.http.health import CheckResult, HealthCheck, ping_check
 from s2s_daemon.http.server import SidecarServer
 from s2s_daemon.idempotency.store import IdempotencyStore
 from s2s_daemon.messaging.consumer import CommandProcessor
+from s2s_daemon.messaging.flow import ConsumerGate
 from s2s_daemon.messaging.middlewares import DEFAULT_MIDDLEWARES
 from s2s_daemon.messaging.publisher import AmqpPublisher
 from s2s_daemon.messaging.topology import Topology
@@ -77,12 +79,16 @@ class Daemon:
         self.relay: Relay | None = None
         self.sidecar: SidecarServer | None = None
         self.clients: dict[str, DownstreamClient] = {}
+        self.gates: dict[str, ConsumerGate] = {}
         self.outbox: OutboxWriter | None = None
 
     # lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
         started = time.perf_counter()
+        # stamina's default hooks log every retry and count them in the global registry; our client counts
+        # retries in s2s_retries_total, so silence them (stamina's hooks are process-global by design).
+        stamina.instrumentation.set_on_retry_hooks([])
         self._heartbeat_task = asyncio.create_task(self._beat(), name="s2s-heartbeat")
         self.redis = Redis.from_url(
             s.redis_url.get_secret_value(),
@@ -130,15 +136,20 @@ class Daemon:
             s, self.topology, store, self.outbox, self.clients, publisher, self.metrics, self.owner
         )
         for name, ds in s.downstreams.items():
-            self.broker.subscriber(
+            prefetch = ds.prefetch or s.amqp.prefetch
+            subscriber = self.broker.subscriber(
                 self.topology.command_queue(name),
                 self.topology.commands_exchange,
                 ack_policy=AckPolicy.NACK_ON_ERROR,
                 no_reply=True,
-                channel=Channel(prefetch_count=ds.prefetch or s.amqp.prefetch),
+                channel=Channel(prefetch_count=prefetch),
                 title=f"{name}-commands",
                 decoder=raw_body,
-            )(processor.handle)
+            )
+            subscriber(processor.handle)
+            gate = ConsumerGate(name, subscriber, self.clients[name].breaker, prefetch, self.metrics)
+            self.clients[name].add_transition_listener(gate.on_transition)
+            self.gates[name] = gate
         self.broker.subscriber(
             self.topology.unrouted_queue,
             ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -170,6 +181,8 @@ class Daemon:
         """Drain, then close. Safe to call on a partly started daemon and more than once."""
         self.draining = True
         log.info("daemon.stopping")
+        for gate in self.gates.values():
+            await gate.close()
         if self.broker is not None:
             subs = list(self.broker.subscribers)
             await asyncio.gather(*(sub.stop() for sub in subs), return_exceptions=True)

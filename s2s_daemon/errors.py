@@ -5,6 +5,7 @@ S2SError
  +-- DependencyUnavailable       RabbitMQ / Redis / MongoDB cannot be reached
  +-- CommandRejected             a command that can never succeed: dead-lettered with ``reason``
  +-- Redeliver                   control flow: hand the message back for a later attempt (``delay`` seconds)
+ +-- DeadLetterQueueError        an operator's DLQ command cannot run (queue missing, bad selection)
 """
 
 from __future__ import annotations
@@ -59,13 +60,19 @@ class RedeliverCause(StrEnum):
     REDIS_UNAVAILABLE = "redis-unavailable"
     MONGODB_UNAVAILABLE = "mongodb-unavailable"
     RETRY = "retry"
+    BREAKER_OPEN = "breaker-open"
 
 
 class Redeliver(S2SError):
     """Ask for the message to come back later through a delay queue (never a hot requeue loop)."""
 
-    def __init__(self, cause: RedeliverCause, detail: str, delay: float) -> None:
+    def __init__(self, cause: RedeliverCause, detail: str, delay: float, headers: dict[str, int] | None = None) -> None:
         super().__init__(f"redeliver in {delay:.1f}s ({cause.value}): {detail}")
         self.cause = cause
         self.detail = detail
         self.delay = delay
+        self.headers = headers or {}  # carried on the redelivered copy (e.g. attempts made so far)
+
+
+class DeadLetterQueueError(S2SError):
+    """``s2s-daemon dlq ...`` cannot do what was asked; the message says why."""

@@ -35,6 +35,10 @@ from pydantic_settings import (
 )
 
 from s2s_daemon.errors import ConfigError
+from s2s_daemon.http.webhooks import WebhookSourceSettings
+from s2s_daemon.resilience.breaker import BreakerSettings
+from s2s_daemon.resilience.budget import RetryBudgetSettings
+from s2s_daemon.resilience.retry import RetrySettings
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 PATH_PARAM_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -98,6 +102,9 @@ class DownstreamSettings(_Strict):
         default=None, description="AMQP prefetch for this downstream's queue; default: the global prefetch."
     )
     routes: dict[str, RouteSettings] = Field(default_factory=dict)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    retry_budget: RetryBudgetSettings = Field(default_factory=RetryBudgetSettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
 
     @field_validator("base_url")
     @classmethod
@@ -177,6 +184,45 @@ class HttpSettings(_Strict):
     port: int = Field(default=8080, ge=0, le=65535, description="Sidecar port; 0 picks a free one.")
 
 
+class StaleCacheSettings(_Strict):
+    """The last good copy of sidecar reads (``GET /api/service-b/resource/{id}``), kept in Redis."""
+
+    key_prefix: str = Field(default="s2s:stale:", description="Redis key prefix of the stored copies.")
+    ttl_seconds: PositiveInt = Field(default=3600, description="How long a copy may be served stale.")
+
+
+class ApiSettings(_Strict):
+    """The sidecar's HTTP API: command submission, read-through reads, status page."""
+
+    max_wait_seconds: PositiveFloat = Field(
+        default=30.0, description="Cap of `Prefer: wait=N` on POST endpoints; longer waits are shortened."
+    )
+    max_body_bytes: PositiveInt = Field(default=1_048_576, description="Larger command bodies are refused (413).")
+    publish_timeout_seconds: PositiveFloat = Field(
+        default=5.0, description="Seconds a command publish may wait for the broker's confirm (then 503)."
+    )
+    stale_cache: StaleCacheSettings = Field(default_factory=StaleCacheSettings)
+    outbox_backlog_warn: PositiveInt = Field(
+        default=1000, description="Pending + publishing outbox documents above which /health warns."
+    )
+    status_window_seconds: PositiveInt = Field(
+        default=30, description="Window of the call and error rates on the status page."
+    )
+
+
+class AdminSettings(_Strict):
+    """Admin endpoints (force a breaker open/closed); mounted only when a token is set."""
+
+    token: SecretStr | None = Field(default=None, description="Bearer token; unset: no admin endpoints.")
+
+    @field_validator("token")
+    @classmethod
+    def _token_strong_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything the daemon needs, validated at start."""
 
@@ -211,6 +257,11 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     downstreams: dict[str, DownstreamSettings] = Field(default_factory=dict)
+    webhooks: dict[str, WebhookSourceSettings] = Field(
+        default_factory=dict, description="Webhook senders by service name: POST /api/webhooks/<service>."
+    )
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -223,6 +274,14 @@ class Settings(BaseSettings):
         for name in value:
             if not NAME_RE.match(name):
                 raise ValueError(f"downstream name {name!r} must match {NAME_RE.pattern}")
+        return value
+
+    @field_validator("webhooks")
+    @classmethod
+    def _webhook_names(cls, value: dict[str, WebhookSourceSettings]) -> dict[str, WebhookSourceSettings]:
+        for name in value:
+            if not NAME_RE.match(name):
+                raise ValueError(f"webhook source name {name!r} must match {NAME_RE.pattern}")
         return value
 
     @model_validator(mode="after")

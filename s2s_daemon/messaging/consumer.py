@@ -42,7 +42,7 @@ from s2s_daemon.observability.logging import get_logger
 from s2s_daemon.observability.metrics import Metrics
 from s2s_daemon.outbox.documents import OutboxStatus, command_key
 from s2s_daemon.outbox.writer import OutboxWriter
-from s2s_daemon.resilience.client import CallOutcome, DownstreamClient
+from s2s_daemon.resilience.client import BREAKER_OPEN, CallOutcome, DownstreamClient
 from s2s_daemon.settings import RouteSettings, Settings
 
 log = get_logger("s2s.consumer")
@@ -168,6 +168,8 @@ class CommandProcessor:
                 deadline_ms=_parse_deadline(headers.get(c.H_DEADLINE)),
                 attempt=_header_int(headers, c.H_ATTEMPT, 1),
                 received_at=now_ms(),
+                previous_calls=_header_int(headers, c.H_CALLS, 0),
+                first_call_at=_header_int(headers, c.H_FIRST_CALL_AT, 0) or None,
             ),
             route,
         )
@@ -219,7 +221,25 @@ class CommandProcessor:
             "x-correlation-id": cmd.correlation_id,
             "traceparent": trace.header,
         }
-        outcome = await client.call(route.settings, cmd.body, headers, cmd.deadline_ms)
+        first_call_at = cmd.first_call_at or now_ms()
+        outcome = await client.call(
+            route.settings,
+            cmd.body,
+            headers,
+            cmd.deadline_ms,
+            previous_attempts=cmd.previous_calls,
+            previous_elapsed=max(0, now_ms() - first_call_at) / 1000 if cmd.first_call_at else 0.0,
+        )
+        if outcome.redeliver_after is not None:
+            # Nothing is in flight now: free the key so whichever replica gets the copy can call at once.
+            await self._release_quietly(cmd.downstream, cmd.key, claim)
+            cause = RedeliverCause.BREAKER_OPEN if outcome.message == BREAKER_OPEN else RedeliverCause.RETRY
+            raise Redeliver(
+                cause,
+                outcome.message,
+                outcome.redeliver_after,
+                {c.H_CALLS: outcome.attempts, c.H_FIRST_CALL_AT: first_call_at},
+            )
         reply = self._reply(cmd, outcome)
         document = self._document(cmd, reply, trace)
         assert claim.token is not None
@@ -229,6 +249,13 @@ class CommandProcessor:
             # The call may have had an effect: keep the lease (no parallel call), come back later; the
             # downstream sees the same Idempotency-Key if the lease expires before we return.
             raise Redeliver(RedeliverCause.MONGODB_UNAVAILABLE, exc.detail, _DELAY_DEPENDENCY_S) from exc
+        if outcome.retryable and not outcome.ok and result.created:
+            # Retries ran out: the producer has its failed reply; the original goes to the DLQ for repair.
+            exhausted = CommandRejected(
+                DeadLetterReason.RETRIES_EXHAUSTED, f"{outcome.attempts} attempts: {outcome.message}"
+            )
+            await self._publisher.dead_letter(msg.raw_message, exhausted.reason, exhausted.detail, cmd.routing_key)
+            self._metrics.dead_lettered.labels(exhausted.reason.value).inc()
         await msg.ack()
         await self._complete_quietly(cmd.downstream, cmd.key, claim, result.document["fingerprint"])
         log.info(
@@ -320,10 +347,14 @@ class CommandProcessor:
             )
             await self._reject(msg, raw, rejected, routing_key)
             return
-        # back off along the ladder as redeliveries of the same message pile up
-        ladder = self._topology.delay_ladder
-        seconds = self._topology.delay_rung(max(exc.delay, ladder[min(attempt - 2, len(ladder) - 1)]))
-        await self._publisher.delay(raw, downstream, seconds, routing_key, attempt)
+        if exc.cause in (RedeliverCause.RETRY, RedeliverCause.BREAKER_OPEN):
+            wanted = exc.delay  # the retry policy or the breaker already chose the wait
+        else:
+            # back off along the ladder as redeliveries of the same message pile up
+            ladder = self._topology.delay_ladder
+            wanted = max(exc.delay, ladder[min(attempt - 2, len(ladder) - 1)])
+        seconds = self._topology.delay_rung(wanted)
+        await self._publisher.delay(raw, downstream, seconds, routing_key, attempt, exc.headers)
         self._metrics.redelivered.labels(downstream, exc.cause.value).inc()
         await msg.ack()
         log.info("command.redelivery_scheduled", cause=exc.cause.value, detail=exc.detail, delay_s=seconds)

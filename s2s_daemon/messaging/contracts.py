@@ -17,7 +17,9 @@ H_IDEMPOTENCY_KEY = "idempotency-key"
 H_CORRELATION_ID = "x-correlation-id"
 H_TRACEPARENT = "traceparent"
 H_DEADLINE = "x-deadline"
-H_ATTEMPT = "x-s2s-attempt"
+H_ATTEMPT = "x-s2s-attempt"  # deliveries through our delay queues, 1 for the first
+H_CALLS = "x-s2s-calls"  # downstream attempts made by earlier deliveries
+H_FIRST_CALL_AT = "x-s2s-first-call-at"  # epoch ms of the first downstream attempt
 H_ROUTING_KEY = "x-s2s-routing-key"
 H_REASON = "x-s2s-reason"
 H_DETAIL = "x-s2s-detail"
@@ -84,6 +86,8 @@ class Command:
     deadline_ms: int | None
     attempt: int
     received_at: int
+    previous_calls: int = 0
+    first_call_at: int | None = None
 
 
 def event_routing_key(routing_key: str, status: str) -> str:

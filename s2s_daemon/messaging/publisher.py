@@ -93,12 +93,18 @@ class AmqpPublisher:
         await self._copy(raw, self._topology.dlx_name, routing_key, headers)
 
     async def delay(
-        self, raw: AbstractIncomingMessage, downstream: str, seconds: int, routing_key: str, attempt: int
+        self,
+        raw: AbstractIncomingMessage,
+        downstream: str,
+        seconds: int,
+        routing_key: str,
+        attempt: int,
+        extra_headers: dict[str, int] | None = None,
     ) -> str:
         """Park a copy in the delay queue that dead-letters back to the command queue after ``seconds``."""
         queue = self._topology.delay_queue_name(downstream, seconds)
         headers = dict(raw.headers or {})
-        headers.update({c.H_ROUTING_KEY: routing_key, c.H_ATTEMPT: attempt})
+        headers.update({c.H_ROUTING_KEY: routing_key, c.H_ATTEMPT: attempt, **(extra_headers or {})})
         await self._copy(raw, "", queue, headers)
         return queue
 

@@ -54,6 +54,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.webhooks = Counter(
+            "s2s_webhooks_total",
+            "Webhook deliveries by configured source and result (accepted, duplicate, or why refused).",
+            ["service", "result"],
+            registry=r,
+        )
         self.redelivered = Counter(
             "s2s_redelivered_total",
             "Messages sent through a delay queue to come back later, by reason.",
@@ -84,6 +90,43 @@ class Metrics:
             "s2s_relay_batch_size",
             "Documents per relay claim.",
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+            registry=r,
+        )
+
+        self.breaker_state = Gauge(
+            "s2s_breaker_state",
+            "Circuit breaker state per downstream: 0 closed, 1 half-open, 2 open.",
+            ["downstream"],
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "s2s_breaker_transitions_total",
+            "Circuit breaker transitions, by the state entered.",
+            ["downstream", "to"],
+            registry=r,
+        )
+        self.breaker_rejected = Counter(
+            "s2s_breaker_rejected_total",
+            "Calls not made because the breaker was open (the command is redelivered later).",
+            ["downstream"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "s2s_retries_total",
+            "Retries of downstream calls, in-process or through a delayed redelivery.",
+            ["downstream", "where"],
+            registry=r,
+        )
+        self.retry_budget_refused = Counter(
+            "s2s_retry_budget_refused_total",
+            "Retries the retry budget refused (the command waits in a delay queue instead).",
+            ["downstream"],
+            registry=r,
+        )
+        self.consumers_paused = Gauge(
+            "s2s_consumer_paused",
+            "1 while a downstream's command consumer is paused because its breaker is open.",
+            ["downstream"],
             registry=r,
         )
 

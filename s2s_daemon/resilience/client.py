@@ -1,13 +1,16 @@
 """The resilient HTTP client: one per downstream.
 
 Layer order, fixed: deadline -> bulkhead -> breaker -> retry(timeout(call)). This module owns the order;
-each layer is a small object of its own (``resilience.policy`` for the retry/breaker seams).
+each layer is a small object of its own (``breaker``, ``budget``, ``retry``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
@@ -20,11 +23,16 @@ from s2s_daemon.errors import CommandRejected, DeadLetterReason
 from s2s_daemon.messaging.contracts import ErrorKind
 from s2s_daemon.observability.logging import get_logger
 from s2s_daemon.observability.metrics import Metrics
+from s2s_daemon.resilience.breaker import BreakerState, CircuitBreaker, Permit, Transition, is_failure
+from s2s_daemon.resilience.budget import RetryBudget
+from s2s_daemon.resilience.retry import RetryReason, RetryResult, call_with_retries, full_jitter_backoff
 from s2s_daemon.settings import DownstreamSettings, RouteSettings
 
 log = get_logger("s2s.client")
 
 _MAX_TEXT_BODY = 65_536
+BREAKER_OPEN = "circuit breaker open"
+BUDGET_EXHAUSTED = "retry budget exhausted"
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504}) | frozenset(range(505, 600))
 
 
@@ -54,6 +62,7 @@ class CallOutcome:
     attempts: int
     retryable: bool = False
     retry_after: float | None = None
+    redeliver_after: float | None = None  # park the command and call again after this many seconds
 
     @property
     def ok(self) -> bool:
@@ -149,10 +158,23 @@ def classify(response: HttpResponse, attempts: int) -> CallOutcome:
 
 
 class DownstreamClient:
-    """Calls one downstream. Owns its transport, bulkhead and (later) breaker and retry policy."""
+    """Calls one downstream. Owns its transport, bulkhead, breaker, retry budget and retry policy.
+
+    Layer order, fixed: deadline -> bulkhead -> breaker -> retry(timeout(call)). The breaker admits the
+    logical call, and every attempt inside the retry loop also needs a permit and reports its outcome: the
+    breaker measures the downstream's health call by call, a retry is refused as soon as the breaker opens
+    (the command is parked, not failed), and a half-open probe is exactly one HTTP call.
+    """
 
     def __init__(
-        self, name: str, settings: DownstreamSettings, metrics: Metrics, transport: Transport | None = None
+        self,
+        name: str,
+        settings: DownstreamSettings,
+        metrics: Metrics,
+        transport: Transport | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -161,44 +183,149 @@ class DownstreamClient:
         self._bulkhead = asyncio.Semaphore(settings.max_concurrency)
         self._calls = metrics.downstream_calls
         self._latency = metrics.downstream_seconds.labels(name)
+        self._rng = rng or random.Random()
+        self._listeners: list[Callable[[Transition], None]] = []
+        self.breaker = CircuitBreaker(name, settings.breaker, clock=clock, on_transition=self._on_transition)
+        self.budget = RetryBudget.from_settings(settings.retry_budget, clock)
+        metrics.breaker_state.labels(name).set(0)
+
+    def add_transition_listener(self, listener: Callable[[Transition], None]) -> None:
+        self._listeners.append(listener)
 
     async def aclose(self) -> None:
         await self._transport.aclose()
 
     async def call(
-        self, route: RouteSettings, body: Any, headers: dict[str, str], deadline_ms: int | None = None
+        self,
+        route: RouteSettings,
+        body: Any,
+        headers: dict[str, str],
+        deadline_ms: int | None = None,
+        *,
+        previous_attempts: int = 0,
+        previous_elapsed: float = 0.0,
     ) -> CallOutcome:
-        """deadline -> bulkhead -> timeout(call). Never raises for downstream trouble."""
-        request = build_request(self.settings.base_url, route, body, headers)
-        async with self._bulkhead:
-            timeout = self.settings.timeout
-            if deadline_ms is not None:
-                left = deadline_ms / 1000 - time.time()
-                if left <= 0:
-                    return CallOutcome(None, None, ErrorKind.EXPIRED, "deadline passed before the call", 0)
-                timeout = min(timeout, left)
-            return await self._attempt(request, timeout, attempts=1)
+        """One logical call with retries. Never raises for downstream trouble.
 
-    async def _attempt(self, request: HttpRequest, timeout: float, attempts: int) -> CallOutcome:
-        started = time.perf_counter()
+        ``previous_attempts``/``previous_elapsed`` carry the attempts and time of earlier deliveries of the same
+        command (delayed redeliveries), so limits hold across them. An outcome with ``redeliver_after`` asks the
+        caller to park the command and come back: a wait too long to hold a consumer slot, an open breaker, or a
+        retry the budget refused.
+        """
+        request = build_request(self.settings.base_url, route, body, headers)
+        time_left: float | None = None
+        if deadline_ms is not None:
+            time_left = deadline_ms / 1000 - time.time()
+            if time_left <= 0:
+                return CallOutcome(None, None, ErrorKind.EXPIRED, "deadline passed before the call", previous_attempts)
+        async with self._bulkhead:
+            permit = self.breaker.try_acquire()
+            if permit is None:
+                return self._breaker_open(previous_attempts)
+            first: list[Permit] = [permit]
+            started = time.perf_counter()
+            try:
+                result = await call_with_retries(
+                    lambda n: self._attempt(request, time_left, started, first.pop() if first else None),
+                    settings=self.settings.retry,
+                    budget=self.budget,
+                    rng=self._rng,
+                    time_left=time_left,
+                    previous_attempts=previous_attempts,
+                    previous_elapsed=previous_elapsed,
+                    on_retry=lambda n, d: self._metrics.retries.labels(self.name, "in-process").inc(),
+                )
+            finally:
+                for unused in first:  # the budget refused before the first attempt
+                    unused.release()
+            elapsed = previous_elapsed + time.perf_counter() - started
+        return self._conclude(result, elapsed)
+
+    def _breaker_open(self, attempts: int) -> CallOutcome:
+        self._metrics.breaker_rejected.labels(self.name).inc()
+        wait = max(1.0, self.breaker.seconds_until_half_open())
+        return CallOutcome(None, None, ErrorKind.UNAVAILABLE, BREAKER_OPEN, attempts, True, wait, wait)
+
+    def _conclude(self, result: RetryResult[CallOutcome], elapsed: float) -> CallOutcome:
+        outcome, decision = result.outcome, result.decision
+        retry = self.settings.retry
+        if outcome is None:  # the budget refused a redelivered retry before any attempt
+            self._metrics.retry_budget_refused.labels(self.name).inc()
+            if elapsed >= retry.max_elapsed:
+                return CallOutcome(None, None, ErrorKind.UNAVAILABLE, BUDGET_EXHAUSTED, result.attempts)
+            wait = max(retry.in_process_max_wait, full_jitter_backoff(max(1, result.attempts), retry, self._rng))
+            return CallOutcome(None, None, ErrorKind.UNAVAILABLE, BUDGET_EXHAUSTED, result.attempts, True, None, wait)
+        attempts = result.attempts - (1 if outcome.message == BREAKER_OPEN else 0)  # a refused try is no attempt
+        redeliver_after = None
+        if decision is not None and decision.reason == RetryReason.BUDGET:
+            self._metrics.retry_budget_refused.labels(self.name).inc()
+            if elapsed < retry.max_elapsed:
+                redeliver_after = max(1.0, full_jitter_backoff(max(1, attempts), retry, self._rng))
+        elif decision is not None and decision.retry and not decision.in_process:
+            redeliver_after = decision.delay
+        if redeliver_after is not None:
+            self._metrics.retries.labels(self.name, "redelivery").inc()
+        return dataclasses.replace(outcome, attempts=attempts, redeliver_after=redeliver_after)
+
+    async def _attempt(
+        self, request: HttpRequest, time_left: float | None, started: float, permit: Permit | None
+    ) -> CallOutcome:
+        """One HTTP attempt through the breaker: every attempt needs a permit and reports its outcome."""
+        if permit is None:
+            permit = self.breaker.try_acquire()
+            if permit is None:
+                return self._breaker_open(1)
+        timeout = self.settings.timeout
+        if time_left is not None:
+            timeout = max(0.001, min(timeout, time_left - (time.perf_counter() - started)))
+        began = time.perf_counter()
         try:
             response = await self._transport.send(request, timeout)
         except httpx.TimeoutException as exc:
-            outcome = CallOutcome(None, None, ErrorKind.TIMEOUT, f"timed out: {type(exc).__name__}", attempts, True)
+            outcome = CallOutcome(None, None, ErrorKind.TIMEOUT, f"timed out: {type(exc).__name__}", 1, True)
         except httpx.TransportError as exc:
             outcome = CallOutcome(
-                None,
-                None,
-                ErrorKind.UNAVAILABLE,
-                f"transport error: {type(exc).__name__}: {exc}",
-                attempts,
-                True,
+                None, None, ErrorKind.UNAVAILABLE, f"transport error: {type(exc).__name__}: {exc}", 1, True
             )
+        except BaseException:
+            permit.release()
+            raise
         else:
-            outcome = classify(response, attempts)
-        self._latency.observe(time.perf_counter() - started)
+            outcome = classify(response, 1)
+        duration = time.perf_counter() - began
+        failure = is_failure(
+            outcome.status_code, outcome.message if outcome.status_code is None else None, self.settings.breaker
+        )
+        if failure is None:
+            permit.release()
+        elif failure:
+            permit.record_failure(duration)
+        else:
+            permit.record_success(duration)
+        self._latency.observe(duration)
         self._calls.labels(self.name, _outcome_label(outcome)).inc()
         return outcome
+
+    def _on_transition(self, transition: Transition) -> None:
+        state = transition.to_state
+        self._metrics.breaker_state.labels(self.name).set(_STATE_VALUE[state])
+        self._metrics.breaker_transitions.labels(self.name, state.value).inc()
+        log.warning(
+            f"breaker.{state.value.replace('-', '_')}",
+            downstream=self.name,
+            from_state=transition.from_state.value,
+            failure_rate=round(transition.failure_rate, 1),
+            slow_rate=round(transition.slow_rate, 1),
+            calls=transition.calls,
+        )
+        for listener in self._listeners:
+            try:
+                listener(transition)
+            except Exception:
+                log.warning("breaker.listener_failed", downstream=self.name, exc_info=True)
+
+
+_STATE_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
 def _outcome_label(outcome: CallOutcome) -> str:
