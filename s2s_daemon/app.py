@@ -27,11 +27,12 @@ from redis.asyncio import Redis
 
 from s2s_daemon.errors import DependencyUnavailable
 from s2s_daemon.http.app import SidecarContext, create_app
-from s2s_daemon.http.health import CheckResult, HealthCheck, ping_check
+from s2s_daemon.http.health import CheckResult, HealthCheck, backlog_check, breaker_check, ping_check
 from s2s_daemon.http.server import SidecarServer
 from s2s_daemon.idempotency.store import IdempotencyStore
 from s2s_daemon.messaging.consumer import CommandProcessor
 from s2s_daemon.messaging.flow import ConsumerGate
+from s2s_daemon.messaging.gateway import CommandGateway
 from s2s_daemon.messaging.middlewares import DEFAULT_MIDDLEWARES
 from s2s_daemon.messaging.publisher import AmqpPublisher
 from s2s_daemon.messaging.topology import Topology
@@ -41,6 +42,7 @@ from s2s_daemon.outbox.documents import OutboxDocument
 from s2s_daemon.outbox.relay import Relay
 from s2s_daemon.outbox.writer import OutboxWriter
 from s2s_daemon.resilience.client import DownstreamClient
+from s2s_daemon.resilience.shared import SharedBreakerState
 from s2s_daemon.settings import Settings
 
 log = get_logger("s2s.daemon")
@@ -80,6 +82,7 @@ class Daemon:
         self.sidecar: SidecarServer | None = None
         self.clients: dict[str, DownstreamClient] = {}
         self.gates: dict[str, ConsumerGate] = {}
+        self.shared_breakers: dict[str, SharedBreakerState] = {}
         self.outbox: OutboxWriter | None = None
 
     # lifecycle ---------------------------------------------------------------------------------
@@ -150,6 +153,15 @@ class Daemon:
             gate = ConsumerGate(name, subscriber, self.clients[name].breaker, prefetch, self.metrics)
             self.clients[name].add_transition_listener(gate.on_transition)
             self.gates[name] = gate
+            if ds.breaker.shared:
+                self.shared_breakers[name] = SharedBreakerState(
+                    self.redis,
+                    s.idempotency.key_prefix,
+                    name,
+                    self.clients[name].breaker,
+                    self.owner,
+                    min_reporters=ds.breaker.shared_min_reporters,
+                )
         self.broker.subscriber(
             self.topology.unrouted_queue,
             ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -164,6 +176,8 @@ class Daemon:
         await self.topology.declare(self.broker)
         await self.broker.start()
         self.relay.start()
+        for shared in self.shared_breakers.values():
+            shared.start()
 
         self.sidecar = SidecarServer(create_app(self._sidecar_context()), s.http.host, s.http.port)
         await self.sidecar.start()
@@ -181,6 +195,8 @@ class Daemon:
         """Drain, then close. Safe to call on a partly started daemon and more than once."""
         self.draining = True
         log.info("daemon.stopping")
+        for shared in self.shared_breakers.values():
+            await shared.stop()
         for gate in self.gates.values():
             await gate.close()
         if self.broker is not None:
@@ -255,13 +271,23 @@ class Daemon:
                 return CheckResult("warn", "last relay round failed; retrying")
             return CheckResult("pass")
 
-        async def find_command(key: str) -> dict[str, Any] | None:
-            assert self.outbox is not None
-            return await self.outbox.find(key)
+        async def outbox_counts() -> dict[str, int]:
+            collection = OutboxDocument.get_pymongo_collection()
+            return {
+                status: await collection.count_documents({"status": status})
+                for status in ("pending", "publishing", "dead")
+            }
 
+        async def outbox_backlog() -> int:
+            counts = await outbox_counts()
+            return counts["pending"] + counts["publishing"]
+
+        assert self.outbox is not None
+        s = self.settings
         return SidecarContext(
             service_id=self.owner,
             version=package_version(),
+            settings=s,
             checks=[
                 HealthCheck("rabbitmq:connection", "component", broker_check),
                 HealthCheck("redis:responseTime", "datastore", lambda: ping_check(redis.ping)),
@@ -271,9 +297,31 @@ class Daemon:
                     lambda: ping_check(lambda: mongo.admin.command("ping")),
                 ),
                 HealthCheck("outbox:relay", "component", relay_check, affects_readiness=False),
+                HealthCheck(
+                    "outbox:backlog",
+                    "component",
+                    backlog_check(outbox_backlog, s.api.outbox_backlog_warn),
+                    affects_readiness=False,
+                ),
+                *(
+                    HealthCheck(f"breaker:{name}", "component", breaker_check(client.breaker), affects_readiness=False)
+                    for name, client in self.clients.items()
+                ),
             ],
             render_metrics=self.metrics.render,
             is_draining=lambda: self.draining,
-            find_command=find_command,
             heartbeat=lambda: self._heartbeat,
+            metrics=self.metrics,
+            topology=self.topology,
+            redis=redis,
+            outbox=self.outbox,
+            outbox_counts=outbox_counts,
+            clients=self.clients,
+            gateway=CommandGateway(
+                s.rabbitmq_url.get_secret_value(),
+                self.topology,
+                self.owner,
+                s.service_name,
+                publish_timeout=s.api.publish_timeout_seconds,
+            ),
         )

@@ -85,6 +85,12 @@ class BreakerSettings(BaseModel):
     count_429_as_failure: bool = Field(
         default=True, description="Count HTTP 429 as a failure; when false, a 429 is ignored."
     )
+    shared: bool = Field(default=False, description="Share OPEN verdicts with other replicas through Redis (opt-in).")
+    shared_min_reporters: int = Field(
+        default=2,
+        ge=1,
+        description="Distinct replicas that must report OPEN before a replica opens on their word.",
+    )
 
     @model_validator(mode="after")
     def _minimum_fits_window(self) -> BreakerSettings:

@@ -311,7 +311,7 @@ class DownstreamClient:
         self._metrics.breaker_state.labels(self.name).set(_STATE_VALUE[state])
         self._metrics.breaker_transitions.labels(self.name, state.value).inc()
         log.warning(
-            f"breaker.{state.value.replace('-', '_')}",
+            _TRANSITION_EVENT[state],
             downstream=self.name,
             from_state=transition.from_state.value,
             failure_rate=round(transition.failure_rate, 1),
@@ -326,6 +326,11 @@ class DownstreamClient:
 
 
 _STATE_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+_TRANSITION_EVENT = {
+    BreakerState.OPEN: "breaker.opened",
+    BreakerState.HALF_OPEN: "breaker.half_open",
+    BreakerState.CLOSED: "breaker.closed",
+}
 
 
 def _outcome_label(outcome: CallOutcome) -> str:
