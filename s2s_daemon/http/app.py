@@ -1,21 +1,48 @@
-"""The sidecar's ASGI app: health, probes, metrics and the read side of the command API."""
+"""The sidecar's ASGI app: health, probes, metrics, OpenAPI, the command and read API, webhooks, status page.
+
+Everything it needs comes in one ``SidecarContext`` built by the composition root. The app owns one resource
+of its own, the AMQP gateway (command publishes and their replies), started and stopped by its lifespan.
+Every response, errors included, is JSON (or health+json, text, HTML where documented) and carries
+``X-Correlation-ID``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
+from redis.asyncio import Redis
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
+from s2s_daemon.http.admin import BreakerAdmin
+from s2s_daemon.http.command_api import CommandStatus, CommandSubmission
+from s2s_daemon.http.correlation import CorrelationMiddleware
 from s2s_daemon.http.health import HealthCheck, run_checks
+from s2s_daemon.http.openapi import build_openapi
+from s2s_daemon.http.read_through import ResourceRead, StaleCache
+from s2s_daemon.http.status import StatusBoard
+from s2s_daemon.http.webhook_intake import WebhookIntake
+from s2s_daemon.idempotency.submissions import SubmissionLedger
+from s2s_daemon.messaging.gateway import CommandGateway
+from s2s_daemon.messaging.topology import Topology
+from s2s_daemon.observability.metrics import Metrics
+from s2s_daemon.outbox.writer import OutboxWriter
+from s2s_daemon.resilience.client import DownstreamClient
+from s2s_daemon.settings import Settings
+
+__all__ = ["HEALTH_JSON", "SidecarContext", "create_app"]
 
 HEALTH_JSON = "application/health+json"
+_ERROR_NAMES = {404: "not_found", 405: "method_not_allowed"}
 
 
 @dataclass
@@ -24,11 +51,18 @@ class SidecarContext:
 
     service_id: str
     version: str
-    checks: list[HealthCheck]
+    settings: Settings
+    checks: list[HealthCheck]  # every dependency and breaker check; add more here
     render_metrics: Callable[[], bytes]
     is_draining: Callable[[], bool]
-    find_command: Callable[[str], Awaitable[dict[str, Any] | None]]
     heartbeat: Callable[[], float]  # monotonic time of the last event-loop heartbeat
+    metrics: Metrics
+    topology: Topology
+    redis: Redis
+    outbox: OutboxWriter
+    outbox_counts: Callable[[], Awaitable[dict[str, int]]]  # documents by status: pending, publishing, dead
+    clients: Mapping[str, DownstreamClient]
+    gateway: CommandGateway
     liveness_max_lag_s: float = 10.0
 
 
@@ -36,7 +70,36 @@ class _HealthJSON(JSONResponse):
     media_type = HEALTH_JSON
 
 
-def create_app(ctx: SidecarContext) -> Starlette:
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse(
+        {"error": _ERROR_NAMES.get(exc.status_code, "http_error"), "detail": exc.detail},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+def create_app(ctx: SidecarContext) -> ASGIApp:
+    s = ctx.settings
+    ledger = SubmissionLedger(
+        ctx.redis,
+        s.idempotency.key_prefix,
+        lease_ms=int(s.idempotency.lease_seconds * 1000),
+        ttl_ms=s.idempotency.done_ttl_seconds * 1000,
+    )
+    breakers = {name: client.breaker for name, client in ctx.clients.items()}
+    board = StatusBoard(
+        service_id=ctx.service_id,
+        breakers=breakers,
+        queues={name: ctx.topology.command_queue_name(name) for name in s.downstreams},
+        dlq=ctx.topology.dlq_name,
+        metrics=ctx.metrics,
+        queue_depth=ctx.gateway.queue_depth,
+        outbox_counts=ctx.outbox_counts,
+        window_seconds=s.api.status_window_seconds,
+    )
+    openapi = build_openapi(s, ctx.version)
+
     async def health(_: Request) -> Response:
         report = await run_checks(ctx.checks)
         body = report.body(ctx.service_id, ctx.version)
@@ -64,29 +127,61 @@ def create_app(ctx: SidecarContext) -> Starlette:
     async def metrics(_: Request) -> Response:
         return Response(ctx.render_metrics(), media_type=CONTENT_TYPE_LATEST)
 
-    async def command_status(request: Request) -> Response:
-        command_id = request.path_params["command_id"]
-        downstream = request.query_params.get("downstream", "service-a")
-        doc = await ctx.find_command(f"cmd:{downstream}:{command_id}")
-        if doc is None:
-            return JSONResponse({"error": "unknown command id", "command_id": command_id}, status_code=404)
-        return JSONResponse(
-            {
-                "command_id": command_id,
-                "downstream": downstream,
-                "outbox_status": doc.get("status"),
-                "reply": doc.get("reply"),
-                "created_at": doc.get("created_at"),
-                "sent_at": doc.get("sent_at"),
-            }
-        )
+    async def openapi_json(_: Request) -> Response:
+        return JSONResponse(openapi)
 
-    return Starlette(
-        routes=[
-            Route("/health", health, methods=["GET"]),
-            Route("/livez", livez, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            Route("/api/commands/{command_id}", command_status, methods=["GET"]),
-        ]
-    )
+    routes: list[BaseRoute] = [
+        Route("/health", health, methods=["GET"]),
+        Route("/livez", livez, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/status", board.page, methods=["GET"]),
+        Route("/api/status", board.api, methods=["GET"]),
+        Route(
+            "/api/commands/{command_id}",
+            CommandStatus(ctx.outbox, ledger, frozenset(s.downstreams)).handle,
+            methods=["GET"],
+        ),
+        Route(
+            "/api/webhooks/{service}",
+            WebhookIntake(s.webhooks, ctx.outbox, ctx.metrics, s.service_name).handle,
+            methods=["POST"],
+        ),
+    ]
+    create = s.route("service-a.create-resource")
+    if create is not None:
+        downstream, action, route = create
+        submission = CommandSubmission(
+            downstream,
+            action,
+            route,
+            gateway=ctx.gateway,
+            ledger=ledger,
+            outbox=ctx.outbox,
+            require_key=s.amqp.require_idempotency_key,
+            # The consumer dead-letters what is larger than its own limit: never accept what it would refuse.
+            max_body_bytes=min(s.api.max_body_bytes, s.amqp.max_body_bytes),
+            max_wait_seconds=s.api.max_wait_seconds,
+        )
+        routes.append(Route("/api/service-a/resource", submission.handle, methods=["POST"]))
+    read = s.route("service-b.get-resource")
+    if read is not None and read[0] in ctx.clients and len(read[2].path_params) == 1:
+        cache = StaleCache(ctx.redis, s.api.stale_cache.key_prefix, s.api.stale_cache.ttl_seconds)
+        reader = ResourceRead(ctx.clients[read[0]], read[2], cache)
+        routes.append(Route("/api/service-b/resource/{resource_id}", reader.handle, methods=["GET"]))
+    if s.admin.token is not None:
+        admin = BreakerAdmin(s.admin.token.get_secret_value(), breakers)
+        routes.append(Route("/admin/breakers/{downstream}/open", admin.open, methods=["POST"]))
+        routes.append(Route("/admin/breakers/{downstream}/close", admin.close, methods=["POST"]))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await ctx.gateway.start()
+        try:
+            yield
+        finally:
+            await ctx.gateway.stop()
+
+    handlers: dict[Any, Any] = {HTTPException: _http_error}
+    return CorrelationMiddleware(Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan))

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from s2s_daemon.resilience.breaker import BreakerState, CircuitBreaker
+
 Status = Literal["pass", "warn", "fail"]
 _ORDER = {"pass": 0, "warn": 1, "fail": 2}
 
@@ -69,3 +71,33 @@ async def run_checks(checks: list[HealthCheck], *, readiness_only: bool = False)
         if _ORDER[result.status] > _ORDER[report.status]:
             report.status = result.status
     return report
+
+
+def breaker_check(breaker: CircuitBreaker) -> CheckFn:
+    """``pass`` while CLOSED (observed: failure rate of the window), ``warn`` while OPEN or HALF_OPEN."""
+
+    async def check() -> CheckResult:
+        snapshot = breaker.metrics_snapshot()
+        if snapshot.state is BreakerState.OPEN:
+            wait = breaker.seconds_until_half_open()
+            return CheckResult("warn", f"breaker open; probes in {wait:.0f}s", snapshot.failure_rate, "%")
+        if snapshot.state is BreakerState.HALF_OPEN:
+            return CheckResult("warn", "breaker half-open: probing", snapshot.failure_rate, "%")
+        return CheckResult("pass", observed_value=round(snapshot.failure_rate, 1), observed_unit="%")
+
+    return check
+
+
+def backlog_check(count: Callable[[], Awaitable[int]], warn_above: int, timeout: float = 2.0) -> CheckFn:
+    """``warn`` when more than ``warn_above`` outbox documents wait to be published, or when it cannot count."""
+
+    async def check() -> CheckResult:
+        try:
+            backlog = await asyncio.wait_for(count(), timeout)
+        except Exception as exc:
+            return CheckResult("warn", f"cannot count the backlog: {type(exc).__name__}"[:200])
+        if backlog > warn_above:
+            return CheckResult("warn", f"{backlog} documents waiting (warn above {warn_above})", backlog, "documents")
+        return CheckResult("pass", observed_value=backlog, observed_unit="documents")
+
+    return check

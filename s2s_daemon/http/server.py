@@ -1,4 +1,8 @@
-"""Serve an ASGI app with uvicorn inside the daemon's event loop (signals stay the daemon's)."""
+"""Serve an ASGI app with uvicorn inside the daemon's event loop (signals stay the daemon's).
+
+The app's lifespan runs: startup before the first request is served (a failure there fails ``start()`` with
+the app's own exception), shutdown after the last connection closed.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+from starlette.types import Receive, Scope, Send
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -16,6 +21,14 @@ class _EmbeddedServer(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         # The daemon owns SIGTERM/SIGINT and stops the sidecar itself, after draining.
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn answers a failed lifespan startup with sys.exit(), which would escape the daemon's event
+        # loop from inside a task; stop serving instead and let SidecarServer.start() raise the cause.
+        try:
+            await super().startup(sockets)
+        except SystemExit:
+            self.should_exit = True
 
 
 class SidecarServer:
@@ -25,11 +38,14 @@ class SidecarServer:
         self._sock.bind((host, port))
         self.host = host
         self.port = self._sock.getsockname()[1]
+        self._app = app
+        self._startup_error: BaseException | None = None
         config = uvicorn.Config(
-            app,
+            self._serve_app,
+            interface="asgi3",
             log_config=None,
             access_log=False,
-            lifespan="off",
+            lifespan="on",
             server_header=False,
             timeout_graceful_shutdown=5,
         )
@@ -40,8 +56,19 @@ class SidecarServer:
         self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]), name="s2s-sidecar")
         while not self._server.started:
             if self._task.done():
-                await self._task  # raises the startup error
+                await self._task  # raises a bind or serve error
+                self._task = None
+                self._sock.close()
+                raise self._startup_error or RuntimeError("sidecar did not start")
             await asyncio.sleep(0.01)
+
+    async def _serve_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._app(scope, receive, send)
+        except BaseException as exc:
+            if scope["type"] == "lifespan" and not self._server.started:
+                self._startup_error = exc  # uvicorn only logs it; start() raises it
+            raise
 
     async def stop(self) -> None:
         self._server.should_exit = True

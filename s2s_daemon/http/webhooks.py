@@ -3,8 +3,9 @@
 Pure code, no I/O: the sidecar route hands over the raw body, the request headers and the current time,
 and gets back a ``VerifiedWebhook`` or a ``WebhookRejected`` carrying a short reason and an HTTP status.
 
-Order of checks, the same for every scheme: body size (413), content type (415), header syntax (400),
-signature over the raw bytes (401), timestamp tolerance (401), and only then JSON parsing (400). The
+Order of checks, the same for every scheme: body size (413), content type (415), header syntax (401 for
+the signature header, 400 for the others), signature over the raw bytes (401), timestamp tolerance (401),
+and only then JSON parsing (400). The
 timestamp is judged after the signature so that "timestamp outside tolerance" always means an authentic
 but stale or early delivery (a replay or clock skew) and a forgery always reads "signature mismatch".
 
@@ -83,9 +84,14 @@ class RejectReason(StrEnum):
     MALFORMED_EVENT_TYPE = "malformed event type"
 
 
+# A delivery whose signature is missing, unreadable or wrong is unauthenticated (401); other header or body
+# problems of a delivery are malformed requests (400).
 _STATUS = {
     RejectReason.BODY_TOO_LARGE: 413,
     RejectReason.UNSUPPORTED_CONTENT_TYPE: 415,
+    RejectReason.MISSING_SIGNATURE_HEADER: 401,
+    RejectReason.MALFORMED_SIGNATURE_HEADER: 401,
+    RejectReason.NO_SUPPORTED_SIGNATURE: 401,
     RejectReason.SIGNATURE_MISMATCH: 401,
     RejectReason.TIMESTAMP_OUTSIDE_TOLERANCE: 401,
 }

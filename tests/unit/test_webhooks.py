@@ -222,19 +222,19 @@ def test_standard_tolerance_is_configurable() -> None:
 
 
 @pytest.mark.parametrize(
-    ("missing", "reason"),
+    ("missing", "reason", "status"),
     [
-        ("Webhook-Signature", RejectReason.MISSING_SIGNATURE_HEADER),
-        ("Webhook-Id", RejectReason.MISSING_DELIVERY_ID),
-        ("Webhook-Timestamp", RejectReason.MISSING_TIMESTAMP),
+        ("Webhook-Signature", RejectReason.MISSING_SIGNATURE_HEADER, 401),
+        ("Webhook-Id", RejectReason.MISSING_DELIVERY_ID, 400),
+        ("Webhook-Timestamp", RejectReason.MISSING_TIMESTAMP, 400),
     ],
 )
-def test_standard_rejects_missing_header(missing: str, reason: RejectReason) -> None:
-    """Each of the three Standard Webhooks headers is required."""
+def test_standard_rejects_missing_header(missing: str, reason: RejectReason, status: int) -> None:
+    """Each of the three Standard Webhooks headers is required; without a signature it is unauthenticated."""
     headers = sw_headers()
     del headers[missing]
     error = rejected(sw_verifier(), SW_BODY, headers)
-    assert (error.reason, error.status) == (reason, 400)
+    assert (error.reason, error.status) == (reason, status)
 
 
 @pytest.mark.parametrize(
@@ -448,7 +448,7 @@ def test_stripe_rejects_timestamp_outside_tolerance(offset: int) -> None:
 def test_stripe_rejects_missing_header() -> None:
     """Without Stripe-Signature nothing is verified."""
     error = rejected(st_verifier(), ST_BODY, {"Content-Type": JSON})
-    assert (error.reason, error.status) == (RejectReason.MISSING_SIGNATURE_HEADER, 400)
+    assert (error.reason, error.status) == (RejectReason.MISSING_SIGNATURE_HEADER, 401)
 
 
 @pytest.mark.parametrize(
@@ -470,7 +470,8 @@ def test_stripe_rejects_missing_header() -> None:
 def test_stripe_rejects_malformed_signature_header(value: str) -> None:
     """A Stripe-Signature without exactly one numeric t and well-formed v1 entries is malformed."""
     headers = {"Stripe-Signature": value, "Content-Type": JSON}
-    assert rejected(st_verifier(), ST_BODY, headers).reason is RejectReason.MALFORMED_SIGNATURE_HEADER
+    error = rejected(st_verifier(), ST_BODY, headers)
+    assert (error.reason, error.status) == (RejectReason.MALFORMED_SIGNATURE_HEADER, 401)
 
 
 def test_stripe_rejects_only_v0() -> None:

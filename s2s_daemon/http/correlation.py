@@ -1,0 +1,88 @@
+"""Correlation for every sidecar request: a pure ASGI middleware.
+
+The correlation id is ``X-Correlation-ID``, else ``X-Request-ID``, else the trace id of a valid
+``traceparent``, else a new one. It is bound to structlog's context for the request (every log line of the
+request carries it), stored on the request for the handlers (which carry it into AMQP properties and
+headers), and returned in ``X-Correlation-ID`` on every response, errors included.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import structlog
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from s2s_daemon.observability.correlation import TraceContext, clean_id, new_correlation_id
+from s2s_daemon.observability.logging import get_logger
+
+__all__ = ["CorrelationMiddleware", "RequestCorrelation", "correlation_of"]
+
+log = get_logger("s2s.http")
+
+_STATE_KEY = "s2s_correlation"
+# Polled or scraped often: their access lines go to DEBUG.
+_QUIET_PATHS = frozenset({"/health", "/livez", "/readyz", "/metrics", "/api/status", "/status", "/openapi.json"})
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCorrelation:
+    correlation_id: str
+    trace: TraceContext  # the caller's trace context, or a new trace when it sent none (or a malformed one)
+
+    @classmethod
+    def from_headers(cls, headers: Headers) -> RequestCorrelation:
+        trace = TraceContext.parse(headers.get("traceparent"))
+        correlation_id = (
+            clean_id(headers.get("x-correlation-id"))
+            or clean_id(headers.get("x-request-id"))
+            or (trace.trace_id if trace else None)
+            or new_correlation_id()
+        )
+        return cls(correlation_id, trace or TraceContext.new())
+
+
+def correlation_of(request: Request) -> RequestCorrelation:
+    """The correlation the middleware stored for this request (a fresh one outside the middleware)."""
+    found = request.scope.get("state", {}).get(_STATE_KEY)
+    return found if isinstance(found, RequestCorrelation) else RequestCorrelation.from_headers(request.headers)
+
+
+class CorrelationMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        correlation = RequestCorrelation.from_headers(Headers(scope=scope))
+        scope.setdefault("state", {})[_STATE_KEY] = correlation
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)["x-correlation-id"] = correlation.correlation_id
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(
+            correlation_id=correlation.correlation_id, traceparent=correlation.trace.header
+        ):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                path = scope.get("path", "")
+                emit = log.debug if path in _QUIET_PATHS else log.info
+                emit(
+                    "http.request",
+                    method=scope.get("method"),
+                    path=path,
+                    status=status,
+                    ms=round((time.perf_counter() - started) * 1000, 2),
+                )

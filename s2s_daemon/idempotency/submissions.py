@@ -1,0 +1,82 @@
+"""Commands accepted over HTTP, remembered in Redis until their outcome is in the outbox.
+
+The consumer's own records (``store.py``) only exist once a delivery is being handled; between the sidecar's
+publish and that moment a second request with the same ``Idempotency-Key`` must still be told "in flight"
+(409) or "conflict" (422, other payload) instead of publishing again. One string key per submission:
+``<prefix>@http:<downstream>:<key>`` = payload fingerprint. It is taken atomically before the publish with a
+short lease (a crash before the publish frees the key soon), stretched to the done TTL once the broker
+confirmed, and dropped when the publish failed. The ``@`` keeps these keys apart from the consumer's
+``<prefix><downstream>:<key>`` (downstream names cannot contain it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from s2s_daemon.errors import DependencyUnavailable
+
+__all__ = ["SubmissionLedger"]
+
+_TAKE = """
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"""
+
+_IF_EQUAL_PEXPIRE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+_IF_EQUAL_DEL = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class SubmissionLedger:
+    def __init__(self, redis: Redis, prefix: str, lease_ms: int, ttl_ms: int) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._lease_ms = lease_ms
+        self._ttl_ms = ttl_ms
+        self._take = redis.register_script(_TAKE)
+        self._stretch = redis.register_script(_IF_EQUAL_PEXPIRE)
+        self._drop = redis.register_script(_IF_EQUAL_DEL)
+
+    def redis_key(self, downstream: str, key: str) -> str:
+        return f"{self._prefix}@http:{downstream}:{key}"
+
+    async def take(self, downstream: str, key: str, fingerprint: str) -> str | None:
+        """None when this call took the key; otherwise the fingerprint already recorded under it."""
+        found = await self._run(self._take, downstream, key, fingerprint, self._lease_ms)
+        return None if found is None else _text(found)
+
+    async def confirm(self, downstream: str, key: str, fingerprint: str) -> None:
+        """The command is in the broker: remember the key for the full TTL."""
+        await self._run(self._stretch, downstream, key, fingerprint, self._ttl_ms)
+
+    async def release(self, downstream: str, key: str, fingerprint: str) -> None:
+        """The publish failed: free the key at once."""
+        await self._run(self._drop, downstream, key, fingerprint)
+
+    async def get(self, downstream: str, key: str) -> str | None:
+        try:
+            found = await self._redis.get(self.redis_key(downstream, key))
+        except (RedisError, OSError) as exc:
+            raise DependencyUnavailable("redis", f"{type(exc).__name__}: {exc}") from exc
+        return None if found is None else _text(found)
+
+    async def _run(self, script: Any, downstream: str, key: str, *args: Any) -> Any:
+        try:
+            return await script(keys=[self.redis_key(downstream, key)], args=list(args))
+        except (RedisError, OSError) as exc:
+            raise DependencyUnavailable("redis", f"{type(exc).__name__}: {exc}") from exc
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
