@@ -19,7 +19,8 @@ from s2s_daemon.bench.summary import render
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m s2s_daemon.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a short run (<= 60 s on 2 cores)")
-    parser.add_argument("--count", type=int, help="commands per max-throughput run")
+    parser.add_argument("--count", type=int, help="commands per max-throughput run (instead of --seconds)")
+    parser.add_argument("--seconds", type=float, help="length of the max-throughput runs (instead of --count)")
     parser.add_argument("--inflight", type=int, help="commands kept in flight in max-throughput runs")
     parser.add_argument("--rate", type=float, help="offered commands/s for the latency run")
     parser.add_argument("--rate-seconds", type=float, help="length of the latency run")
@@ -44,6 +45,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
     plan = QUICK if args.quick else FULL
     overrides = {
         "count": args.count,
+        "seconds": args.seconds if args.seconds is not None else (0.0 if args.count else None),
         "inflight": args.inflight,
         "rate": args.rate,
         "rate_seconds": args.rate_seconds,

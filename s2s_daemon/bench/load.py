@@ -127,26 +127,34 @@ class LoadGenerator:
 
     async def _drive(self, streams: list[_Stream]) -> None:
         primary_done = asyncio.Event()
-        tasks: set[asyncio.Task[None]] = set()
+        tasks: list[set[asyncio.Task[None]]] = [set() for _ in streams]
         drivers = [
-            asyncio.create_task(self._drive_one(stream, tasks, primary_done, primary=(i == 0)))
+            asyncio.create_task(self._drive_one(stream, tasks[i], primary_done, primary=(i == 0)))
             for i, stream in enumerate(streams)
         ]
         await drivers[0]
         primary_done.set()
         await asyncio.gather(*drivers[1:])
-        while tasks:
-            await asyncio.gather(*list(tasks))
+        while tasks[0]:
+            await asyncio.gather(*list(tasks[0]))
+        others = [task for group in tasks[1:] for task in group]
+        if others:
+            drain = self.spec.secondary_drain
+            _, late = await asyncio.wait(others, timeout=drain if drain is not None else self.spec.reply_timeout + 1)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     async def _drive_one(
         self, stream: _Stream, tasks: set[asyncio.Task[None]], primary_done: asyncio.Event, *, primary: bool
     ) -> None:
         spec = stream.spec
         limit = spec.count if primary else None
+        stop_at = time.perf_counter() + spec.seconds if primary and spec.seconds > 0 else None
         if spec.mode == "inflight":
             slots = asyncio.Semaphore(int(spec.value))
             for i in itertools.count():
-                if (limit is not None and i >= limit) or (not primary and primary_done.is_set()):
+                if self._stop(i, limit, stop_at, primary_done, primary=primary):
                     break
                 await slots.acquire()
                 task = asyncio.create_task(self._one(stream))
@@ -157,7 +165,7 @@ class LoadGenerator:
             interval = 1.0 / spec.value
             begin = time.perf_counter()
             for i in itertools.count():
-                if (limit is not None and i >= limit) or (not primary and primary_done.is_set()):
+                if self._stop(i, limit, stop_at, primary_done, primary=primary):
                     break
                 due = begin + i * interval
                 lag = time.perf_counter() - due
@@ -169,6 +177,12 @@ class LoadGenerator:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         stream.send_done = time.perf_counter()
+
+    @staticmethod
+    def _stop(i: int, limit: int | None, stop_at: float | None, primary_done: asyncio.Event, *, primary: bool) -> bool:
+        if not primary:
+            return primary_done.is_set()
+        return (limit is not None and i >= limit) or (stop_at is not None and time.perf_counter() >= stop_at)
 
     async def _one(self, stream: _Stream) -> None:
         assert self._exchange is not None
@@ -199,7 +213,8 @@ class LoadGenerator:
         try:
             async with asyncio.timeout(self.spec.reply_timeout):
                 await future
-        except TimeoutError:
+        except (TimeoutError, asyncio.CancelledError):
+            # no reply within the timeout, or still none when the run ended (secondary streams)
             stream.missing += 1
             self._waiting.pop(correlation_id, None)
 

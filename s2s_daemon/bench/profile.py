@@ -83,22 +83,28 @@ def py_spy_path() -> str | None:
     return shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
 
 
-def start_py_spy(pid: int, seconds: float, out_dir: Path) -> tuple[subprocess.Popen[bytes], Path, Path]:
-    """Record ``pid`` for ``seconds`` in raw (collapsed) form, plus a flame graph SVG from a second pass."""
+def start_py_spy(
+    pid: int, seconds: float, out_dir: Path, name: str = "daemon"
+) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """Record ``pid`` for ``seconds`` as collapsed stacks (speedscope.app opens them too).
+
+    ``--gil`` keeps only samples holding the GIL: Python on CPU. Idle worker threads blocked in a
+    ``Condition.wait`` would otherwise count as busy.
+    """
     exe = py_spy_path()
     if exe is None:
         raise RuntimeError("py-spy is not installed: .venv/bin/pip install py-spy")
-    raw = out_dir / "profile.txt"
-    log = out_dir / "py-spy.log"
+    raw = out_dir / f"profile-{name}.txt"
+    log = out_dir / f"py-spy-{name}.log"
     cmd = [exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--format", "raw"]
-    cmd += ["--rate", "200", "--nonblocking", "--output", str(raw)]
+    cmd += ["--rate", "100", "--gil", "--nonblocking", "--output", str(raw)]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     return proc, raw, log
 
 
 def format_summary(summary: dict[str, object]) -> str:
-    lines = [f"py-spy samples on CPU: {summary['samples']}"]
+    lines = [f"py-spy samples holding the GIL: {summary['samples']}"]
     for key, title in (
         ("self_by_package_pct", "self time by package"),
         ("self_by_function_pct", "self time by function"),

@@ -6,7 +6,9 @@ Order (each scenario drives load from a separate ``bench.load`` process):
 2. ``max``        service-a commands, ``inflight`` in flight, on the daemon.
 3. ``reference``  the same load on the bare FastStream reference.
 4. ``rate``       service-a commands offered at ``rate``/s: latency and outbox lag (from /metrics).
-5. ``soak``       optional: the rate load for ``soak_seconds``, sampling the daemon's RSS.
+   ``rate-low``   the same at ``low_rate``/s, well below saturation: the latency floor.
+5. ``soak``       optional: ``soak_seconds`` at a rate the daemon sustains (``rate``, at most 80% of the
+                  measured max), sampling the daemon's RSS every 5 s.
 6. ``profile``    optional: max load with py-spy attached to the daemon.
 7. ``iso-healthy`` service-a at max while service-b commands arrive at ``iso_b_rate``/s, both healthy.
 8. ``iso-dead``   the same on a second daemon whose service-b points at a dead port.
@@ -61,11 +63,15 @@ class Plan:
 
     mode: str
     count: int  # commands in the max-throughput runs (daemon and reference)
+    seconds: float  # > 0: max-throughput runs stop sending after this long (keeps --quick bounded)
     warmup: int
     inflight: int
     rate: float
     rate_seconds: float
+    low_rate: float
+    low_seconds: float
     iso_count: int
+    iso_seconds: float
     iso_b_rate: float
     reply_timeout: float
     soak_seconds: float = 0.0
@@ -73,28 +79,11 @@ class Plan:
     scenarios: tuple[str, ...] = SCENARIOS
 
 
-QUICK = Plan(
-    "quick",
-    count=1500,
-    warmup=200,
-    inflight=200,
-    rate=500,
-    rate_seconds=3,
-    iso_count=1000,
-    iso_b_rate=50,
-    reply_timeout=15,
-)
-FULL = Plan(
-    "full",
-    count=20_000,
-    warmup=1000,
-    inflight=200,
-    rate=500,
-    rate_seconds=20,
-    iso_count=5000,
-    iso_b_rate=100,
-    reply_timeout=120,
-)
+# --quick is bounded by time (the daemon's speed changes as issues land), the full run by command counts
+QUICK = Plan("quick", count=100_000, seconds=5, warmup=100, inflight=200, rate=500, rate_seconds=2,
+             low_rate=50, low_seconds=3, iso_count=100_000, iso_seconds=4, iso_b_rate=50, reply_timeout=15)  # fmt: skip
+FULL = Plan("full", count=20_000, seconds=0, warmup=1000, inflight=200, rate=500, rate_seconds=20,
+            low_rate=50, low_seconds=20, iso_count=5000, iso_seconds=0, iso_b_rate=100, reply_timeout=120)  # fmt: skip
 
 
 class Bench:
@@ -138,9 +127,12 @@ class Bench:
         self._start_shared()
         daemon, sidecar = self._start_daemon("daemon", self.ns, dead_b=False)
         reference = self._start_reference() if "reference" in wanted else None
-        a_max = StreamSpec(ROUTE_A, "inflight", p.inflight, p.count)
+        a_max = StreamSpec(ROUTE_A, "inflight", p.inflight, p.count, p.seconds)
         a_rate = StreamSpec(ROUTE_A, "rate", p.rate, int(p.rate * p.rate_seconds))
-        mixed = [StreamSpec(ROUTE_A, "inflight", p.inflight, p.iso_count), StreamSpec(ROUTE_B, "rate", p.iso_b_rate)]
+        mixed = [
+            StreamSpec(ROUTE_A, "inflight", p.inflight, p.iso_count, p.iso_seconds),
+            StreamSpec(ROUTE_B, "rate", p.iso_b_rate),
+        ]
         on_daemon: dict[str, Any] = {"serving": [daemon], "sidecar": sidecar}
 
         if "max" in wanted:
@@ -153,8 +145,13 @@ class Bench:
             reference.stop()
         if "rate" in wanted:
             scenarios["rate"] = self._load("rate", self.ns.commands_exchange, [a_rate], warmup=0, **on_daemon)
+            low = StreamSpec(ROUTE_A, "rate", p.low_rate, int(p.low_rate * p.low_seconds))
+            scenarios["rate-low"] = self._load("rate-low", self.ns.commands_exchange, [low], warmup=0, **on_daemon)
         if p.soak_seconds > 0:
-            soak = StreamSpec(ROUTE_A, "rate", p.rate, int(p.rate * p.soak_seconds))
+            measured = (scenarios.get("max", {}).get("streams") or [{}])[0].get("throughput_per_s")
+            soak_rate = min(p.rate, 0.8 * measured) if measured else p.rate
+            self.results["soak_rate"] = soak_rate
+            soak = StreamSpec(ROUTE_A, "rate", soak_rate, int(soak_rate * p.soak_seconds))
             scenarios["soak"] = self._load(
                 "soak", self.ns.commands_exchange, [soak], warmup=0, rss_every=5.0, **on_daemon
             )
@@ -271,6 +268,9 @@ class Bench:
             tuple(streams),
             warmup=warmup,
             reply_timeout=self.plan.reply_timeout,
+            # the other streams (service-b in the isolation runs) only load the daemon; a paused consumer
+            # (open breaker) leaves their commands queued, and the run need not wait for them
+            secondary_drain=2.0,
             watch=self._watch(),
             rss_every=rss_every,
         )
@@ -299,34 +299,36 @@ class Bench:
         return result
 
     def _profile(self, daemon: ManagedProcess, sidecar: str) -> dict[str, Any]:
+        """Max load with py-spy on the daemon (and on nx-27017, which the relay waits for)."""
         if pyspy.py_spy_path() is None:
             return {"error": "py-spy is not installed (.venv/bin/pip install py-spy)"}
         seconds = self.plan.profile_seconds
-        measured = self.results["scenarios"]["max"]["streams"][0]["throughput_per_s"] or 500
-        count = int(measured * (seconds + 6) * 1.2)
-        spy: dict[str, Any] = {}
+        targets = {"daemon": daemon.pid}
+        if self.mongo is not None and self.mongo.process is not None:
+            targets["nx-27017"] = self.mongo.process.pid
+        spies: dict[str, tuple[Any, Path, Path]] = {}
 
         def attach(_: ManagedProcess) -> None:
             time.sleep(3)  # past the warm-up
-            spy["proc"], spy["raw"], spy["log"] = pyspy.start_py_spy(daemon.pid, seconds, self.dir)
+            for name, pid in targets.items():
+                spies[name] = pyspy.start_py_spy(pid, seconds, self.dir, name)
 
+        load = StreamSpec(ROUTE_A, "inflight", self.plan.inflight, 10_000_000, seconds + 6)
         result = self._load(
-            "profile",
-            self.ns.commands_exchange,
-            [StreamSpec(ROUTE_A, "inflight", self.plan.inflight, count)],
-            warmup=self.plan.warmup,
-            serving=[daemon],
+            "profile", self.ns.commands_exchange, [load], warmup=self.plan.warmup, on_started=attach, serving=[daemon],
             sidecar=sidecar,
-            on_started=attach,
-        )
-        spy["proc"].wait(seconds + 30)
-        raw: Path = spy["raw"]
-        if not raw.exists():
-            return {"error": f"py-spy wrote nothing; see {spy['log']}", "load": result}
-        shutil.copy(raw, self.root / "profile.txt")
-        summary = pyspy.summarize(pyspy.parse_collapsed(raw.read_text().splitlines()), top=12)
-        self.log(pyspy.format_summary(summary))
-        return {"seconds": seconds, "raw": str(raw), "summary": summary, "load": result}
+        )  # fmt: skip
+        out: dict[str, Any] = {"seconds": seconds, "load": result}
+        for name, (proc, raw, log) in spies.items():
+            proc.wait(seconds + 30)
+            if not raw.exists():
+                out[name] = {"error": f"py-spy wrote nothing; see {log}"}
+                continue
+            shutil.copy(raw, self.root / raw.name)
+            summary = pyspy.summarize(pyspy.parse_collapsed(raw.read_text(errors="replace").splitlines()), top=12)
+            self.log(f"bench: profile of {name}\n{pyspy.format_summary(summary)}")
+            out[name] = {"raw": str(raw), "summary": summary}
+        return out
 
     # teardown --------------------------------------------------------------------------------------
     def _teardown(self) -> dict[str, Any]:

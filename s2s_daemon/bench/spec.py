@@ -15,6 +15,7 @@ class StreamSpec:
     mode: Mode
     value: float  # commands in flight, or commands per second
     count: int = 0  # primary stream only: how many commands to send
+    seconds: float = 0.0  # primary stream only: > 0 stops sending after this long, even before ``count``
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,7 @@ class LoadSpec:
     streams: tuple[StreamSpec, ...]
     warmup: int = 0  # primary-stream commands sent and awaited first, not measured
     reply_timeout: float = 30.0  # a reply later than this counts as missing
+    secondary_drain: float | None = None  # once the primary is done, other streams' replies wait this long at most
     watch: dict[str, int] = field(default_factory=dict)  # name -> PID: CPU and RSS over the measured window
     rss_every: float = 0.0  # > 0: also sample the watched RSS every this many seconds (soak)
 

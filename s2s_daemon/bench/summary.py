@@ -16,7 +16,7 @@ RSS_TARGET_MB = 150.0
 RSS_GROWTH_TARGET = 0.05
 READY_TARGET_S = 2.0
 
-SCENARIO_ORDER = ("max", "reference", "rate", "soak", "iso-healthy", "iso-dead")
+SCENARIO_ORDER = ("max", "reference", "rate", "rate-low", "soak", "iso-healthy", "iso-dead")
 PROCESS_ORDER = ("daemon", "daemon-iso", "reference", "loadgen", "demo", "nx-27017", "rabbitmq", "redis")
 
 
@@ -64,9 +64,11 @@ def _throughput_row(results: dict[str, Any]) -> TargetRow:
         return TargetRow(measure, target, "not measured", "the run stopped before this scenario")
     tput = ours["throughput_per_s"]
     ref_tput = ref["throughput_per_s"] if ref else None
+    versus = (
+        f"reference {fmt_num(ref_tput)}/s, ours = {fmt_ratio(tput, ref_tput)} of it" if ref else "reference not run"
+    )
     notes = (
-        f"{verdict((tput or 0) >= E2E_TARGET)}: {fmt_ratio(tput, E2E_TARGET)} of target; "
-        f"reference {fmt_num(ref_tput)}/s, ours = {fmt_ratio(tput, ref_tput)} of it; "
+        f"{verdict((tput or 0) >= E2E_TARGET)}: {fmt_ratio(tput, E2E_TARGET)} of target; {versus}; "
         f"{ours['failed']} failed, {ours['missing']} missing"
     )
     return TargetRow(measure, target, f"{fmt_num(tput)}/s", notes)
@@ -88,6 +90,15 @@ def _latency_row(results: dict[str, Any]) -> TargetRow:
         f"{verdict(ok)}; offered {fmt_num(got['offered_per_s'])}/s, completed {fmt_num(got['throughput_per_s'])}/s; "
         f"{got['failed']} failed, {got['missing']} missing"
     )
+    if (got["throughput_per_s"] or 0) < 0.9 * (got["offered_per_s"] or 0):
+        notes += "; saturated below the offered rate, so this is mostly queueing"
+    low = stream(results, "rate-low")
+    if low is not None:
+        low_lat = low["latency"]
+        notes += (
+            f"; at {fmt_num(low['offered_per_s'])}/s: p50 {fmt_num(low_lat['p50_ms'], 1)} ms, "
+            f"p99 {fmt_num(low_lat['p99_ms'], 1)} ms"
+        )
     return TargetRow(measure, target, measured, notes)
 
 
@@ -119,7 +130,7 @@ def _isolation_row(results: dict[str, Any]) -> TargetRow:
     notes = (
         f"{verdict(ratio is not None and ratio >= ISOLATION_TARGET)}: {fmt_num(pct)}% "
         f"of healthy; service-b offered {fmt_num(b_rate)}/s in both runs, dead run: "
-        f"{b_dead.get('failed', 'n/a')} failed replies, {b_dead.get('missing', 'n/a')} missing"
+        f"{b_dead.get('failed', 'n/a')} failed replies, {b_dead.get('missing', 'n/a')} unanswered when the run ended"
     )
     return TargetRow(measure, target, f"{fmt_num(d)}/s dead-b vs {fmt_num(h)}/s healthy", notes)
 
@@ -138,6 +149,7 @@ def _rss_row(results: dict[str, Any]) -> TargetRow:
         seconds = results.get("plan", {}).get("soak_seconds", 0)
         soak_note = (
             f"growth {fmt_num(None if growth is None else growth * 100, 1)}% over a {fmt_num(seconds)} s soak "
+            f"at {fmt_num(results.get('soak_rate'))}/s "
             f"({verdict(growth is not None and growth <= RSS_GROWTH_TARGET)})"
         )
     else:
