@@ -84,9 +84,9 @@ def py_spy_path() -> str | None:
 
 
 def start_py_spy(
-    pid: int, seconds: float, out_dir: Path, name: str = "daemon"
+    pid: int, seconds: float, out_dir: Path, name: str = "daemon", *, svg: bool = False
 ) -> tuple[subprocess.Popen[bytes], Path, Path]:
-    """Record ``pid`` for ``seconds`` as collapsed stacks (speedscope.app opens them too).
+    """Record ``pid`` for ``seconds`` as collapsed stacks (speedscope.app opens them too), or as a flame graph.
 
     ``--gil`` keeps only samples holding the GIL: Python on CPU. Idle worker threads blocked in a
     ``Condition.wait`` would otherwise count as busy.
@@ -94,13 +94,13 @@ def start_py_spy(
     exe = py_spy_path()
     if exe is None:
         raise RuntimeError("py-spy is not installed: .venv/bin/pip install py-spy")
-    raw = out_dir / f"profile-{name}.txt"
-    log = out_dir / f"py-spy-{name}.log"
-    cmd = [exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--format", "raw"]
-    cmd += ["--rate", "100", "--gil", "--nonblocking", "--output", str(raw)]
+    out = out_dir / (f"profile-{name}.svg" if svg else f"profile-{name}.txt")
+    log = out_dir / f"py-spy-{name}{'-svg' if svg else ''}.log"
+    cmd = [exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--format"]
+    cmd += ["flamegraph" if svg else "raw", "--rate", "100", "--gil", "--nonblocking", "--output", str(out)]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    return proc, raw, log
+    return proc, out, log
 
 
 def format_summary(summary: dict[str, object]) -> str:

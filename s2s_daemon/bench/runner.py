@@ -80,8 +80,8 @@ class Plan:
 
 
 # --quick is bounded by time (the daemon's speed changes as issues land), the full run by command counts
-QUICK = Plan("quick", count=100_000, seconds=5, warmup=100, inflight=200, rate=500, rate_seconds=2,
-             low_rate=50, low_seconds=3, iso_count=100_000, iso_seconds=4, iso_b_rate=50, reply_timeout=15)  # fmt: skip
+QUICK = Plan("quick", count=100_000, seconds=4, warmup=50, inflight=200, rate=500, rate_seconds=1.5,
+             low_rate=50, low_seconds=2, iso_count=100_000, iso_seconds=3, iso_b_rate=50, reply_timeout=10)  # fmt: skip
 FULL = Plan("full", count=20_000, seconds=0, warmup=1000, inflight=200, rate=500, rate_seconds=20,
             low_rate=50, low_seconds=20, iso_count=5000, iso_seconds=0, iso_b_rate=100, reply_timeout=120)  # fmt: skip
 
@@ -289,7 +289,8 @@ class Bench:
         lines = [line for line in proc.log_path.read_text().splitlines() if line.startswith("{")]
         result: dict[str, Any] = orjson.loads(lines[-1])
         if sidecar is not None and before is not None:
-            after = _scrape(sidecar)
+            replies = sum(s["replies"] for s in result["streams"])
+            after = _scrape_settled(sidecar, before, replies)
             result["outbox"] = _metrics_stats(before, after)
         primary = result["streams"][0]
         self.log(
@@ -312,6 +313,7 @@ class Bench:
             time.sleep(3)  # past the warm-up
             for name, pid in targets.items():
                 spies[name] = pyspy.start_py_spy(pid, seconds, self.dir, name)
+            spies["daemon-svg"] = pyspy.start_py_spy(daemon.pid, seconds, self.dir, "daemon", svg=True)
 
         load = StreamSpec(ROUTE_A, "inflight", self.plan.inflight, 10_000_000, seconds + 6)
         result = self._load(
@@ -325,6 +327,9 @@ class Bench:
                 out[name] = {"error": f"py-spy wrote nothing; see {log}"}
                 continue
             shutil.copy(raw, self.root / raw.name)
+            if raw.suffix == ".svg":
+                out[name] = {"flamegraph": str(self.root / raw.name)}
+                continue
             summary = pyspy.summarize(pyspy.parse_collapsed(raw.read_text(errors="replace").splitlines()), top=12)
             self.log(f"bench: profile of {name}\n{pyspy.format_summary(summary)}")
             out[name] = {"raw": str(raw), "summary": summary}
@@ -357,6 +362,23 @@ class Bench:
 # /metrics --------------------------------------------------------------------------------------------
 def _scrape(sidecar: str) -> str:
     return httpx.get(f"{sidecar}/metrics", timeout=5).text
+
+
+def _scrape_settled(sidecar: str, before: str, replies: int, timeout: float = 5.0) -> str:
+    """Scrape once the relay has recorded every reply the load generator got.
+
+    The reply reaches the caller before the relay marks its batch sent and observes the lag, so an
+    immediate scrape would push the last batch's observations into the next scenario.
+    """
+    published = "s2s_outbox_published_total"
+    deadline = time.perf_counter() + timeout
+    while True:
+        after = _scrape(sidecar)
+        if counter_total(after, published) - counter_total(before, published) >= replies:
+            return after
+        if time.perf_counter() > deadline:
+            return after
+        time.sleep(0.05)
 
 
 def _metrics_stats(before: str, after: str) -> dict[str, Any]:
