@@ -28,9 +28,18 @@ preflight: $(STAMP)
 run: $(STAMP)
 	$(BIN)/s2s-daemon dev
 
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	@$(BIN)/s2s-daemon preflight
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=$(COV_MIN) $(PYTEST_ARGS)
+
+# Debian's chromium and chromedriver for the status-page test (Selenium never downloads a browser).
+# Idempotent: skipped when both are installed; uses sudo when not root.
+.PHONY: browser
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; else \
+	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q chromium chromium-driver; \
+	fi
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

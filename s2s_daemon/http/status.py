@@ -207,7 +207,13 @@ function render(s) {
     badge.id = "breaker-" + d.name;
     badge.dataset.state = state;
     badge.textContent = state.replace("_", "-").toUpperCase();
-    cell(row, "").appendChild(badge);
+    const breakerCell = cell(row, "");
+    breakerCell.appendChild(badge);
+    if (state === "open") {
+      const wait = document.createElement("small");
+      wait.textContent = " probes in " + Math.ceil(d.breaker.seconds_until_half_open) + " s";
+      breakerCell.appendChild(wait);
+    }
     cell(row, d.calls_per_second.toFixed(2), "num");
     cell(row, (d.error_rate * 100).toFixed(1) + " %", "num").id = "errors-" + d.name;
     cell(row, show(d.queue_depth), "num").id = "queue-" + d.name;
