@@ -45,5 +45,5 @@ def run_daemon(settings_values: dict[str, Any], crash_point: str | None, crash_a
         _arm(AmqpPublisher, "publish_outbox_document", crash_after)
     elif crash_point is not None:
         raise ValueError(f"unknown crash point {crash_point!r}")
-    configure_logging("WARNING", "json")
+    configure_logging(os.environ.get("S2S_CHILD_LOG", "WARNING"), "json")
     asyncio.run(Daemon(load_settings(None, **settings_values)).run_until_signalled())
