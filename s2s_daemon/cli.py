@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from s2s_daemon.errors import ConfigError, DependencyUnavailable
+from s2s_daemon.ops.dlq_cli import add_dlq_parser, cmd_dlq
 from s2s_daemon.ops.outbox import add_outbox_parser, cmd_outbox
 from s2s_daemon.settings import Settings, load_settings
 
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(pre)
 
     add_outbox_parser(sub, _config_arg)
+    add_dlq_parser(sub, _config_arg)
     return parser
 
 
@@ -84,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "send": cmd_send,
             "demo": cmd_demo,
             "preflight": cmd_preflight,
+            "dlq": cmd_dlq,
             "outbox": cmd_outbox,
         }[args.command]
         return handler(args)
