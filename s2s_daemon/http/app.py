@@ -139,7 +139,7 @@ def create_app(ctx: SidecarContext) -> ASGIApp:
         Route("/status", board.page, methods=["GET"]),
         Route("/api/status", board.api, methods=["GET"]),
         Route(
-            "/api/commands/{command_id}",
+            "/api/commands/{command_id:path}",  # ids may contain "/"
             CommandStatus(ctx.outbox, ledger, frozenset(s.downstreams)).handle,
             methods=["GET"],
         ),

@@ -1,0 +1,131 @@
+"""Pure parts of the sidecar: Prefer parsing, reply -> HTTP status, request correlation, the OpenAPI document."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from openapi_spec_validator import validate
+from starlette.datastructures import Headers
+
+from s2s_daemon.errors import ConfigError
+from s2s_daemon.http.command_api import parse_prefer_wait, reply_status_code, status_url
+from s2s_daemon.http.correlation import RequestCorrelation
+from s2s_daemon.http.openapi import build_openapi
+from s2s_daemon.observability.correlation import TraceContext
+from s2s_daemon.settings import load_settings
+
+EXAMPLE = Path(__file__).parents[2] / "s2s_daemon" / "config" / "example.yaml"
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["wait=5"], 5.0),
+        (["respond-async, wait=10"], 10.0),
+        (["return=minimal; foo=bar", "Wait = 3"], 3.0),
+        (['wait="4"'], 4.0),
+        (["wait=3600"], 30.0),
+        (["wait=0"], None),
+        (["wait=-1"], None),
+        (["wait=soon"], None),
+        (["wait=²"], None),
+        (["respond-async"], None),
+        ([], None),
+    ],
+)
+def test_parse_prefer_wait(values: list[str], expected: float | None) -> None:
+    """RFC 7240 wait=N in any Prefer header, capped; absent, zero or malformed means no wait."""
+    assert parse_prefer_wait(values, 30.0) == expected
+
+
+@given(st.lists(st.text(max_size=40), max_size=3))
+def test_parse_prefer_wait_total(values: list[str]) -> None:
+    """Any header text gives None or a wait in (0, cap]."""
+    wait = parse_prefer_wait(values, 7.0)
+    assert wait is None or 0 < wait <= 7.0
+
+
+@pytest.mark.parametrize(
+    ("reply", "status"),
+    [
+        ({"status": "succeeded", "result": {"status_code": 201}}, 201),
+        ({"status": "succeeded", "result": {"status_code": 204}}, 204),
+        ({"status": "succeeded", "result": None}, 200),
+        ({"status": "failed", "error": {"kind": "rejected", "status_code": 404}}, 404),
+        ({"status": "failed", "error": {"kind": "conflict", "status_code": 409}}, 409),
+        ({"status": "failed", "error": {"kind": "conflict", "status_code": None}}, 422),
+        ({"status": "failed", "error": {"kind": "invalid"}}, 422),
+        ({"status": "failed", "error": {"kind": "unavailable", "status_code": 503}}, 502),
+        ({"status": "failed", "error": {"kind": "timeout", "status_code": None}}, 504),
+        ({"status": "failed", "error": {"kind": "expired"}}, 504),
+        ({"status": "failed", "error": {"kind": "rejected", "status_code": 302}}, 502),
+    ],
+)
+def test_reply_status_code(reply: dict[str, Any], status: int) -> None:
+    """The downstream's own status for successes and its 4xx refusals; 502/504/422 by error kind otherwise."""
+    assert reply_status_code(reply) == status
+
+
+def test_status_url_quotes_the_id() -> None:
+    """Idempotency keys may hold any printable ASCII: the status URL quotes them."""
+    assert status_url("a/b?c#d", "service-a") == "/api/commands/a%2Fb%3Fc%23d?downstream=service-a"
+
+
+def test_correlation_precedence() -> None:
+    """X-Correlation-ID, else X-Request-ID, else the trace id of traceparent, else new; junk is ignored."""
+    trace = TraceContext.new()
+    both = RequestCorrelation.from_headers(Headers({"x-correlation-id": "c1", "x-request-id": "r1"}))
+    request_id = RequestCorrelation.from_headers(Headers({"x-request-id": "r1", "traceparent": trace.header}))
+    traced = RequestCorrelation.from_headers(Headers({"x-correlation-id": "has space", "traceparent": trace.header}))
+    fresh = RequestCorrelation.from_headers(Headers({"traceparent": "00-garbage"}))
+    assert both.correlation_id == "c1"
+    assert request_id.correlation_id == "r1"
+    assert request_id.trace == trace
+    assert traced.correlation_id == trace.trace_id
+    assert len(fresh.correlation_id) == 32
+    assert fresh.trace.trace_id != trace.trace_id
+
+
+def _responses(spec: dict[str, Any]) -> list[tuple[str, str, str, dict[str, Any]]]:
+    return [
+        (path, method, code, response)
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        for code, response in operation["responses"].items()
+    ]
+
+
+def test_openapi_is_valid_31_and_complete() -> None:
+    """The document validates as OpenAPI 3.1 (openapi-spec-validator), every response documents
+    X-Correlation-ID, the command body is the route's own schema, and admin paths need admin.token."""
+    settings = load_settings(EXAMPLE)
+    spec = build_openapi(settings, "1.2.3")
+    validate(spec)
+    assert spec["info"]["version"] == "1.2.3"
+    assert all("X-Correlation-ID" in response["headers"] for *_, response in _responses(spec))
+    route = settings.route("service-a.create-resource")
+    assert route is not None
+    assert spec["components"]["schemas"]["CommandBody"] == route[2].json_schema
+    assert not any(path.startswith("/admin") for path in spec["paths"])
+
+    with_admin = build_openapi(load_settings(EXAMPLE, admin={"token": "t" * 20}), "1.2.3")
+    validate(with_admin)
+    assert {"/admin/breakers/{downstream}/open", "/admin/breakers/{downstream}/close"} <= set(with_admin["paths"])
+    assert with_admin["components"]["securitySchemes"]["adminToken"]["scheme"] == "bearer"
+
+
+def test_example_config_declares_one_webhook_source_per_scheme() -> None:
+    """The shipped example has a demo source for each signature scheme."""
+    settings = load_settings(EXAMPLE)
+    assert sorted(source.scheme for source in settings.webhooks.values()) == ["github", "standard-webhooks", "stripe"]
+    assert settings.admin.token is None
+
+
+def test_admin_token_too_short_fails_loudly() -> None:
+    """An admin token shorter than 16 characters is refused at start, naming the key."""
+    with pytest.raises(ConfigError, match=r"admin\.token"):
+        load_settings(EXAMPLE, admin={"token": "short"})
