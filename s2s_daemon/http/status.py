@@ -52,7 +52,8 @@ class StatusBoard:
         self._outbox_counts = outbox_counts
         self._window = window_seconds
         self._clock = clock
-        self._samples: deque[tuple[float, dict[str, tuple[float, float]]]] = deque()
+        # (monotonic time, counters); seeded now so the first poll already has something to compare with
+        self._samples: deque[tuple[float, dict[str, tuple[float, float]]]] = deque([(clock(), self._counters())])
         self._cached: tuple[float, dict[str, Any]] | None = None
         self._lock = asyncio.Lock()
 
@@ -127,7 +128,9 @@ class StatusBoard:
         """downstream -> (attempts per second, failed share 0..1) over the window."""
         current = self._counters()
         self._samples.append((now, current))
-        while len(self._samples) > 1 and now - self._samples[0][0] > self._window:
+        # Keep the newest sample that is at least a window old: the rate spans the window (longer when polls are
+        # sparse) instead of collapsing to nothing.
+        while len(self._samples) > 1 and now - self._samples[1][0] >= self._window:
             self._samples.popleft()
         then, old = self._samples[0]
         elapsed = now - then

@@ -15,7 +15,9 @@ from s2s_daemon.errors import ConfigError
 from s2s_daemon.http.command_api import parse_prefer_wait, reply_status_code, status_url
 from s2s_daemon.http.correlation import RequestCorrelation
 from s2s_daemon.http.openapi import build_openapi
+from s2s_daemon.http.status import StatusBoard
 from s2s_daemon.observability.correlation import TraceContext
+from s2s_daemon.observability.metrics import Metrics
 from s2s_daemon.settings import load_settings
 
 EXAMPLE = Path(__file__).parents[2] / "s2s_daemon" / "config" / "example.yaml"
@@ -129,3 +131,51 @@ def test_admin_token_too_short_fails_loudly() -> None:
     """An admin token shorter than 16 characters is refused at start, naming the key."""
     with pytest.raises(ConfigError, match=r"admin\.token"):
         load_settings(EXAMPLE, admin={"token": "short"})
+
+
+async def test_status_board_rates_span_the_window() -> None:
+    """Call and error rates are counter differences over the window; the first poll compares with the start,
+    and sparse polls keep the newest sample at least a window old instead of reporting nothing."""
+    now = [100.0]
+    metrics = Metrics()
+
+    async def depth(_: str) -> int:
+        return 3
+
+    async def counts() -> dict[str, int]:
+        return {"pending": 1, "publishing": 0, "dead": 0}
+
+    board = StatusBoard(
+        service_id="t",
+        breakers={},
+        queues={"service-a": "q.a"},
+        dlq="dlq",
+        metrics=metrics,
+        queue_depth=depth,
+        outbox_counts=counts,
+        window_seconds=10,
+        clock=lambda: now[0],
+    )
+    metrics.downstream_calls.labels("service-a", "success").inc(8)
+    metrics.downstream_calls.labels("service-a", "5xx").inc(2)
+    metrics.downstream_calls.labels("service-z", "5xx").inc(50)  # not configured: ignored
+    now[0] = 105.0
+    first = await board.snapshot()
+    assert first["downstreams"][0] == {
+        "name": "service-a",
+        "breaker": None,
+        "calls_per_second": 2.0,
+        "error_rate": 0.2,
+        "queue_depth": 3,
+    }
+    assert (first["outbox"], first["dlq_depth"]) == ({"pending": 1, "publishing": 0, "dead": 0}, 3)
+    now[0] = 105.5
+    assert await board.snapshot() is first  # cached for a second
+    now[0] = 200.0
+    idle = await board.snapshot()
+    assert idle["downstreams"][0]["calls_per_second"] == 0.0
+    metrics.downstream_calls.labels("service-a", "success").inc(30)
+    now[0] = 203.0
+    busy = await board.snapshot()
+    assert busy["downstreams"][0]["calls_per_second"] == round(30 / 98, 2)  # since the sample at t=105
+    assert busy["downstreams"][0]["error_rate"] == 0.0
