@@ -98,6 +98,9 @@ class DownstreamSettings(_Strict):
     base_url: str
     timeout: PositiveFloat = Field(default=5.0, description="Seconds for one HTTP attempt (connect+read).")
     max_concurrency: PositiveInt = Field(default=64, description="Bulkhead: concurrent calls at most.")
+    http_client: Literal["aiohttp", "httpx"] = Field(
+        default="aiohttp", description="HTTP library; aiohttp stays cheap under concurrency, httpx does not."
+    )
     prefetch: PositiveInt | None = Field(
         default=None, description="AMQP prefetch for this downstream's queue; default: the global prefetch."
     )

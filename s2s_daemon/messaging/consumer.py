@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
-from faststream.rabbit.annotations import RabbitMessage
+from faststream.rabbit.message import RabbitMessage
 from jsonschema import Draft202012Validator
 
 from s2s_daemon.errors import (

@@ -6,13 +6,12 @@ import asyncio
 import random
 import time
 
-import httpx
 import pytest
 
 from s2s_daemon.messaging.contracts import ErrorKind
 from s2s_daemon.observability.metrics import Metrics
 from s2s_daemon.resilience.breaker import BreakerState
-from s2s_daemon.resilience.client import BREAKER_OPEN, DownstreamClient, HttpRequest, HttpResponse
+from s2s_daemon.resilience.client import BREAKER_OPEN, DownstreamClient, HttpRequest, HttpResponse, TransportFailure
 from s2s_daemon.settings import DownstreamSettings, RouteSettings
 
 ROUTE = RouteSettings(path="/resource")
@@ -91,7 +90,7 @@ async def test_open_breaker_refuses_before_retry_and_call() -> None:
 
 async def test_retry_runs_inside_one_breaker_admission_with_per_attempt_timeout() -> None:
     """Retries happen inside the breaker layer; every attempt gets the downstream timeout and reports to it."""
-    transport = FakeTransport([503, httpx.ConnectError("refused"), 200])
+    transport = FakeTransport([503, TransportFailure("ConnectError: refused"), 200])
     client = _client(transport, timeout=0.7)
     outcome = await client.call(ROUTE, {"name": "x"}, {})
     assert outcome.ok
