@@ -145,6 +145,11 @@ class CommandGateway:
                 queue = await self._probe.declare_queue(name, passive=True, robust=False, timeout=2.0)
             except Exception as exc:
                 log.debug("gateway.queue_probe_failed", queue=name, error=f"{type(exc).__name__}: {exc}")
+                # A robust channel would reopen itself after the broker closed it; close it for good instead,
+                # so failed probes never leave channels behind.
+                if self._probe is not None:
+                    with contextlib.suppress(Exception):
+                        await self._probe.close()
                 self._probe = None
                 return None
         return int(queue.declaration_result.message_count or 0)

@@ -20,8 +20,9 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from s2s_daemon.app import Daemon
+from s2s_daemon.messaging.gateway import CommandGateway
 from tests.conftest import DemoServices
-from tests.support import Outgoing, pika_send, wait_for
+from tests.support import RABBITMQ_URL, Outgoing, pika_send, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +148,19 @@ async def test_status_api_snapshot(daemon: Daemon, sidecar_url: str) -> None:
     assert second["dlq_depth"] == 0
     assert set(second["outbox"]) == {"pending", "publishing", "dead"}
     assert first["service_id"] == second["service_id"]
+
+
+async def test_queue_probe_survives_a_missing_queue(daemon: Daemon) -> None:
+    """A passive declare of a missing queue gives None (the broker closes that channel) and the next probe
+    works on a fresh channel."""
+    gateway = CommandGateway(RABBITMQ_URL, daemon.topology, "probe-test", "s2s-test")
+    await gateway.start()
+    try:
+        missing = await gateway.queue_depth(f"{daemon.topology.prefix}.no-such-queue")
+        present = await gateway.queue_depth(daemon.topology.dlq_name)
+        again = await gateway.queue_depth(daemon.topology.command_queue_name("service-a"))
+    finally:
+        await gateway.stop()
+    assert missing is None
+    assert (present, again) == (0, 0)
+    assert not gateway.connected
