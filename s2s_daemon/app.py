@@ -15,6 +15,7 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Awaitable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -48,6 +49,11 @@ from s2s_daemon.settings import Settings
 log = get_logger("s2s.daemon")
 
 DEFAULT_MONGODB_URI = "mongodb://127.0.0.1:27017"
+
+
+def _in_flight(subscriber: Any) -> int:
+    """Messages a FastStream subscriber is handling now (its graceful-shutdown lock); 0 when unknown."""
+    return int(getattr(getattr(subscriber, "lock", None), "qsize", 0) or 0)
 
 
 def package_version() -> str:
@@ -130,7 +136,7 @@ class Daemon:
             self.metrics,
             owner=self.owner,
         )
-        self.outbox = OutboxWriter.for_beanie(self.relay.notify)
+        self.outbox = OutboxWriter.for_beanie(self.relay)
         self.clients = {name: DownstreamClient(name, ds, self.metrics) for name, ds in s.downstreams.items()}
         store = IdempotencyStore(
             self.redis,
@@ -177,6 +183,10 @@ class Daemon:
         rabbit_url = s.rabbitmq_url.get_secret_value()
         await self._require("rabbitmq", rabbit_url, self.broker.connect())
         await self.topology.declare(self.broker)
+        # FastStream's declarer caches queue objects by name together with the channel that declared them (here
+        # the default channel): forget them, or every subscriber consumes on the default channel without its
+        # prefetch, i.e. unbounded, and a drain would have the whole backlog in flight.
+        self.broker.config.declarer.disconnect()
         await self.broker.start()
         self.relay.start()
         for shared in self.shared_breakers.values():
@@ -195,34 +205,54 @@ class Daemon:
         )
 
     async def stop(self) -> None:
-        """Drain, then close. Safe to call on a partly started daemon and more than once."""
+        """Drain, then close. Safe to call on a partly started daemon and more than once.
+
+        readiness false (``draining``) -> consumers stop taking messages (later deliveries stay unacked and go back
+        to the queue when the channel closes) -> in-flight handlers finish within ``amqp.graceful_timeout`` (each
+        acks only after its outbox write) -> the relay publishes what it claimed -> connections close. A step that
+        fails is logged and the next one still runs: a close error must not turn a clean drain into a crash.
+        """
         self.draining = True
-        log.info("daemon.stopping")
+        started = time.monotonic()
+        log.info("daemon.stopping", grace_s=self.settings.amqp.graceful_timeout)
         for shared in self.shared_breakers.values():
-            await shared.stop()
+            await self._quietly("shared_breaker", shared.stop())
         for gate in self.gates.values():
-            await gate.close()
+            await self._quietly("consumer_gate", gate.close())
         if self.broker is not None:
             subs = list(self.broker.subscribers)
-            await asyncio.gather(*(sub.stop() for sub in subs), return_exceptions=True)
+            in_flight = sum(_in_flight(sub) for sub in subs)
+            results = await asyncio.gather(*(sub.stop() for sub in subs), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    log.warning("daemon.subscriber_stop_failed", error=f"{type(result).__name__}: {result}")
+            unfinished = sum(_in_flight(sub) for sub in subs)
+            # Past the grace period FastStream stops waiting but does not cancel: those handlers cannot ack
+            # once the channel closes, so their messages are redelivered (the outbox backstop answers them).
+            log_drain = log.warning if unfinished else log.info
+            log_drain(
+                "daemon.consumers_drained",
+                in_flight=in_flight,
+                unfinished=unfinished,
+                seconds=round(time.monotonic() - started, 3),
+            )
         if self.relay is not None:
-            await self.relay.stop()
+            await self._quietly("relay", self.relay.stop())
         if self.broker is not None:
-            with contextlib.suppress(Exception):
-                await self.broker.stop()
+            await self._quietly("broker", self.broker.stop())
         if self.sidecar is not None:
-            await self.sidecar.stop()
+            await self._quietly("sidecar", self.sidecar.stop())
         for client in self.clients.values():
-            await client.aclose()
+            await self._quietly("http_client", client.aclose())
         if self.redis is not None:
-            await self.redis.aclose()
+            await self._quietly("redis", self.redis.aclose())
         if self.mongo is not None:
-            await self.mongo.close()
+            await self._quietly("mongodb", self.mongo.close())
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat_task
-        log.info("daemon.stopped")
+        log.info("daemon.stopped", seconds=round(time.monotonic() - started, 3))
 
     async def __aenter__(self) -> Daemon:
         try:
@@ -236,13 +266,26 @@ class Daemon:
         await self.stop()
 
     async def run_until_signalled(self) -> None:
+        """Run until SIGTERM or SIGINT, then drain (``stop``); returns normally, so the process exits 0."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal(sig: signal.Signals) -> None:
+            if stop.is_set():
+                log.warning("daemon.signal_again", signal=sig.name, detail="already draining; waiting for it")
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
         async with self:
             await stop.wait()
             log.info("daemon.signal_received")
+
+    async def _quietly(self, step: str, closing: Awaitable[Any]) -> None:
+        try:
+            await closing
+        except Exception:
+            log.warning("daemon.stop_step_failed", step=step, exc_info=True)
 
     # internals ---------------------------------------------------------------------------------
     async def _require(self, name: str, url: str, ping: Any) -> None:

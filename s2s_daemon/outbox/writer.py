@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from bson import ObjectId
 from pymongo import WriteConcern
@@ -21,19 +20,28 @@ class WriteResult:
     document: dict[str, Any]
 
 
+class Handoff(Protocol):
+    """The relay side of a write: claim the document before insert, publish it from memory after."""
+
+    def stamp(self, document: dict[str, Any]) -> None: ...
+
+    def submit(self, document: dict[str, Any]) -> None: ...
+
+
 class OutboxWriter:
-    def __init__(self, collection: AsyncCollection[dict[str, Any]], on_write: Callable[[], None]) -> None:
+    def __init__(self, collection: AsyncCollection[dict[str, Any]], handoff: Handoff) -> None:
         # Majority + journal: on a replica set the ack waits until the write survives a failover.
         self._collection = collection.with_options(write_concern=WriteConcern(w="majority", j=True))
-        self._on_write = on_write
+        self._handoff = handoff
 
     @classmethod
-    def for_beanie(cls, on_write: Callable[[], None]) -> OutboxWriter:
-        return cls(OutboxDocument.get_pymongo_collection(), on_write)
+    def for_beanie(cls, handoff: Handoff) -> OutboxWriter:
+        return cls(OutboxDocument.get_pymongo_collection(), handoff)
 
     async def write(self, document: dict[str, Any]) -> WriteResult:
         """Insert; on a duplicate key return the stored document instead. Raises DependencyUnavailable."""
         document.setdefault("_id", ObjectId())
+        self._handoff.stamp(document)
         try:
             await self._collection.insert_one(document)
         except DuplicateKeyError:
@@ -43,7 +51,7 @@ class OutboxWriter:
             return WriteResult(False, existing)
         except (TimeoutError, PyMongoError, OSError) as exc:
             raise DependencyUnavailable("mongodb", f"{type(exc).__name__}: {exc}") from exc
-        self._on_write()
+        self._handoff.submit(document)
         return WriteResult(True, document)
 
     async def find(self, key: str) -> dict[str, Any] | None:
