@@ -11,6 +11,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from s2s_daemon.errors import DependencyUnavailable
+from s2s_daemon.outbox.batching import MicroBatcher
 from s2s_daemon.outbox.documents import OutboxDocument
 
 
@@ -33,6 +34,7 @@ class OutboxWriter:
         # Majority + journal: on a replica set the ack waits until the write survives a failover.
         self._collection = collection.with_options(write_concern=WriteConcern(w="majority", j=True))
         self._handoff = handoff
+        self._lookups: MicroBatcher[str, dict[str, Any]] = MicroBatcher(self._find_many)
 
     @classmethod
     def for_beanie(cls, handoff: Handoff) -> OutboxWriter:
@@ -55,7 +57,12 @@ class OutboxWriter:
         return WriteResult(True, document)
 
     async def find(self, key: str) -> dict[str, Any] | None:
+        """The document with this key, or None. Concurrent lookups share one ``$in`` query."""
         try:
-            return await self._collection.find_one({"key": key})
+            return await self._lookups.get(key)
         except (PyMongoError, OSError) as exc:
             raise DependencyUnavailable("mongodb", f"{type(exc).__name__}: {exc}") from exc
+
+    async def _find_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        documents = await self._collection.find({"key": {"$in": keys}}).to_list()
+        return {doc["key"]: doc for doc in documents}

@@ -1,0 +1,55 @@
+"""Micro-batching of concurrent lookups."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from s2s_daemon.outbox.batching import MicroBatcher
+
+
+async def test_concurrent_gets_share_one_fetch_and_get_their_own_answer() -> None:
+    """Lookups submitted in the same loop turn become one fetch; each caller gets its key's value or None."""
+    calls: list[list[str]] = []
+
+    async def fetch(keys: list[str]) -> dict[str, int]:
+        calls.append(sorted(keys))
+        return {k: len(k) for k in keys if k != "missing"}
+
+    batcher: MicroBatcher[str, int] = MicroBatcher(fetch)
+    results = await asyncio.gather(*(batcher.get(k) for k in ["a", "bb", "a", "missing"]))
+    assert results == [1, 2, 1, None]
+    assert calls == [["a", "bb", "missing"]]
+
+
+async def test_batches_are_capped() -> None:
+    """More keys than max_batch are split into several fetches."""
+    sizes: list[int] = []
+
+    async def fetch(keys: list[int]) -> dict[int, int]:
+        sizes.append(len(keys))
+        return {k: k for k in keys}
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(fetch, max_batch=3)
+    assert await asyncio.gather(*(batcher.get(i) for i in range(7))) == list(range(7))
+    assert sorted(sizes) == [1, 3, 3]
+
+
+async def test_a_failed_fetch_fails_every_waiter_of_that_batch() -> None:
+    """An error reaches each caller of the batch, and the next batch works again."""
+    fail = True
+
+    async def fetch(keys: list[str]) -> dict[str, str]:
+        if fail:
+            raise ConnectionError("store down")
+        return {k: k for k in keys}
+
+    batcher: MicroBatcher[str, str] = MicroBatcher(fetch)
+    results = await asyncio.gather(batcher.get("x"), batcher.get("y"), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    fail = False
+    assert await batcher.get("z") == "z"
+    fail = True
+    with pytest.raises(ConnectionError):
+        await batcher.get("w")
