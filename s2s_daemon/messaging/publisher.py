@@ -3,6 +3,7 @@ confirms; ``broker.publish`` returns after the broker confirmed)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -27,18 +28,29 @@ class AmqpPublisher:
         """The reply (if the command asked for one) and the event; raises unless both are confirmed."""
         headers = {c.H_CORRELATION_ID: doc["correlation_id"], **doc.get("headers", {})}
         event = doc["event"]
+        publishes = [self._publish_event(doc, event, headers)]
         if doc.get("reply_to") and doc.get("reply") is not None:
-            await self._broker.publish(
-                orjson.dumps(doc["reply"]),
-                exchange="",
-                routing_key=doc["reply_to"],
-                correlation_id=doc["correlation_id"],
-                message_id=event["id"],
-                content_type="application/json",
-                headers=headers,
-                persist=True,
-                mandatory=False,  # a vanished reply queue means the caller left; the event still goes out
-            )
+            publishes.append(self._publish_reply(doc, event, headers))
+        # both confirms in flight at once; any failure fails the document (it is retried whole)
+        results = await asyncio.gather(*publishes, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _publish_reply(self, doc: dict[str, Any], event: dict[str, Any], headers: dict[str, Any]) -> None:
+        await self._broker.publish(
+            orjson.dumps(doc["reply"]),
+            exchange="",
+            routing_key=doc["reply_to"],
+            correlation_id=doc["correlation_id"],
+            message_id=event["id"],
+            content_type="application/json",
+            headers=headers,
+            persist=True,
+            mandatory=False,  # a vanished reply queue means the caller left; the event still goes out
+        )
+
+    async def _publish_event(self, doc: dict[str, Any], event: dict[str, Any], headers: dict[str, Any]) -> None:
         await self._broker.publish(
             orjson.dumps(event),
             exchange=self._topology.events_exchange_name,
