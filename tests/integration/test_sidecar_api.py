@@ -343,3 +343,33 @@ async def test_admin_endpoints_absent_by_default(sidecar_url: str) -> None:
         spec = (await http.get("/openapi.json")).json()
     assert response.status_code == 404
     assert not any(path.startswith("/admin") for path in spec["paths"])
+
+
+async def test_key_with_slash_has_a_working_status_url(http: httpx.AsyncClient) -> None:
+    """Keys are any printable ASCII: a key with '/' and '?' gets a quoted status URL that finds it."""
+    k = f"order/{uuid.uuid4().hex}?v=1"
+    response = await create(http, {"name": "slash"}, k)
+    assert response.status_code == 202
+    assert response.json()["status_url"].startswith("/api/commands/order%2F")
+    status = await finished(http, response.json()["status_url"])
+    assert (status["command_id"], status["status"]) == (k, "succeeded")
+
+
+async def test_redis_down_fails_closed(make_settings, cleanup_namespace: None, unused_port: int) -> None:
+    """Without Redis a command cannot be recorded: 503 with Retry-After and nothing published; reads still
+    work (without a stale copy to fall back on)."""
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{unused_port}/0")
+    async with Daemon(settings) as daemon:
+        connection, probe = await bind_probe_queue(daemon.topology.commands_exchange_name, "service-a.#")
+        async with (
+            connection,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.sidecar.port}") as http,  # type: ignore[union-attr]
+        ):
+            command = await create(http, {"name": "x"}, key())
+            read = await http.get("/api/service-b/resource/r1")
+            await asyncio.sleep(0.3)
+            assert await probe.get(fail=False) is None
+    assert command.status_code == 503
+    assert command.json()["error"] == "unavailable"
+    assert int(command.headers["retry-after"]) >= 1
+    assert read.status_code == 200
