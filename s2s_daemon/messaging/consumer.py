@@ -86,7 +86,8 @@ class CommandProcessor:
         self._metrics = metrics
         self._owner = owner
         self._routes: dict[str, _Route] = {}
-        self._active: set[tuple[str, str]] = set()  # keys a task of this process is handling now
+        # keys a task of this process is handling now -> that task's fingerprint; taken *before* the Redis claim
+        self._active: dict[tuple[str, str], str] = {}
         for ds_name, ds in settings.downstreams.items():
             for action, route in ds.routes.items():
                 validator = Draft202012Validator(route.json_schema) if route.json_schema else None
@@ -177,20 +178,30 @@ class CommandProcessor:
     # the pipeline ------------------------------------------------------------------------------
     async def _process(self, msg: RabbitMessage, raw: AbstractIncomingMessage, cmd: c.Command, route: _Route) -> str:
         namespace = cmd.downstream
+        active_key = (namespace, cmd.key)
+        # Sibling deliveries in this process share one owner token, so Redis cannot tell them apart ("mine"
+        # for both, and their claim answers may be read in either order): a task of ours on the key wins here.
+        local = self._active.get(active_key)
+        if local is not None:
+            if local != cmd.fingerprint:
+                return await self._conflict(msg, cmd)
+            self._metrics.dedupe_hits.labels(cmd.downstream, "in-flight").inc()
+            raise Redeliver(RedeliverCause.IN_FLIGHT, "same key in flight in this process", _DELAY_IN_FLIGHT_S)
+        self._active[active_key] = cmd.fingerprint
+        try:
+            return await self._claim_and_process(msg, cmd, route)
+        finally:
+            del self._active[active_key]
+
+    async def _claim_and_process(self, msg: RabbitMessage, cmd: c.Command, route: _Route) -> str:
+        namespace = cmd.downstream
         try:
             claim = await self._store.claim(namespace, cmd.key, self._owner, cmd.fingerprint)
         except DependencyUnavailable as exc:
             raise Redeliver(RedeliverCause.REDIS_UNAVAILABLE, exc.detail, _DELAY_DEPENDENCY_S) from exc
 
-        active_key = (namespace, cmd.key)
-        if claim.state is ClaimState.OURS and active_key in self._active:
-            claim = Claim(ClaimState.IN_FLIGHT, claim.fingerprint, None)  # a task of ours is on it right now
         if claim.state in (ClaimState.CLAIMED, ClaimState.OURS):
-            self._active.add(active_key)
-            try:
-                return await self._claimed(msg, cmd, route, claim)
-            finally:
-                self._active.discard(active_key)
+            return await self._claimed(msg, cmd, route, claim)
 
         if claim.state is ClaimState.DONE:
             return await self._duplicate(msg, cmd, claim.fingerprint, None, "done")
@@ -249,6 +260,12 @@ class CommandProcessor:
             # The call may have had an effect: keep the lease (no parallel call), come back later; the
             # downstream sees the same Idempotency-Key if the lease expires before we return.
             raise Redeliver(RedeliverCause.MONGODB_UNAVAILABLE, exc.detail, _DELAY_DEPENDENCY_S) from exc
+        if not result.created:
+            # Another worker recorded the key first (our lease ran out during the call): our call carried the
+            # same Idempotency-Key; this delivery is answered like any duplicate, from the stored document.
+            log.warning("command.recorded_elsewhere", attempts=outcome.attempts)
+            await self._complete_quietly(cmd.downstream, cmd.key, claim, result.document["fingerprint"])
+            return await self._duplicate(msg, cmd, result.document["fingerprint"], result.document, "backstop")
         if outcome.retryable and not outcome.ok and result.created:
             # Retries ran out: the producer has its failed reply; the original goes to the DLQ for repair.
             exhausted = CommandRejected(
