@@ -29,7 +29,7 @@ from s2s_daemon.errors import DependencyUnavailable
 from s2s_daemon.http.body import BodyTooLarge, InvalidContentLength, is_json_media_type, read_limited
 from s2s_daemon.http.correlation import correlation_of
 from s2s_daemon.idempotency.fingerprint import fingerprint
-from s2s_daemon.idempotency.submissions import SubmissionLedger
+from s2s_daemon.idempotency.submissions import Recorded, SubmissionLedger
 from s2s_daemon.messaging.contracts import ErrorKind
 from s2s_daemon.messaging.gateway import CommandGateway
 from s2s_daemon.observability.correlation import clean_id
@@ -161,8 +161,13 @@ class CommandSubmission:
                 return self._reply(done["reply"], key)
         recorded = await self._ledger.take(self.downstream, key, fp)
         if recorded is not None:
-            if recorded != fp:
+            if recorded.fingerprint != fp:
                 return self._conflict(key)
+            if recorded.state is Recorded.DONE:
+                # completed since the outbox lookup above (or its document is gone): the outbox decides
+                done = await self._outbox.find(command_key(self.downstream, key))
+                if done is not None and done.get("reply") is not None:
+                    return self._reply(done["reply"], key)
             return JSONResponse(
                 {"error": "in_flight", "command_id": key, "status_url": status_url(key, self.downstream)},
                 status_code=409,

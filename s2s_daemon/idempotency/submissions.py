@@ -7,10 +7,15 @@ publish and that moment a second request with the same ``Idempotency-Key`` must 
 short lease (a crash before the publish frees the key soon), stretched to the done TTL once the broker
 confirmed, and dropped when the publish failed. The ``@`` keeps these keys apart from the consumer's
 ``<prefix><downstream>:<key>`` (downstream names cannot contain it).
+
+``take`` reads the consumer's record of the key in the same atomic step, so a key that arrived over AMQP and
+is in flight or done there is reported too (with its fingerprint) instead of being published again.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from redis.asyncio import Redis
@@ -18,11 +23,14 @@ from redis.exceptions import RedisError
 
 from s2s_daemon.errors import DependencyUnavailable
 
-__all__ = ["SubmissionLedger"]
+__all__ = ["Existing", "Recorded", "SubmissionLedger"]
 
+# KEYS[1]: our submission record, KEYS[2]: the consumer's record ('f|<owner>|<fp>' or 'd|<fp>', store.py).
 _TAKE = """
+local c = redis.call('GET', KEYS[2])
+if c then return c end
 local v = redis.call('GET', KEYS[1])
-if v then return v end
+if v then return 'h|' .. v end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 """
@@ -38,6 +46,20 @@ return 0
 """
 
 
+class Recorded(StrEnum):
+    """Who already knows the key, when ``take`` did not get it."""
+
+    SUBMITTED = "submitted"  # accepted over HTTP, no consumer record yet
+    IN_FLIGHT = "in-flight"  # a consumer holds it
+    DONE = "done"  # a consumer completed it
+
+
+@dataclass(frozen=True, slots=True)
+class Existing:
+    state: Recorded
+    fingerprint: str
+
+
 class SubmissionLedger:
     def __init__(self, redis: Redis, prefix: str, lease_ms: int, ttl_ms: int) -> None:
         self._redis = redis
@@ -51,10 +73,26 @@ class SubmissionLedger:
     def redis_key(self, downstream: str, key: str) -> str:
         return f"{self._prefix}@http:{downstream}:{key}"
 
-    async def take(self, downstream: str, key: str, fingerprint: str) -> str | None:
-        """None when this call took the key; otherwise the fingerprint already recorded under it."""
-        found = await self._run(self._take, downstream, key, fingerprint, self._lease_ms)
-        return None if found is None else _text(found)
+    def consumer_key(self, downstream: str, key: str) -> str:
+        return f"{self._prefix}{downstream}:{key}"
+
+    async def take(self, downstream: str, key: str, fingerprint: str) -> Existing | None:
+        """None when this call took the key; otherwise who has it, with the payload fingerprint recorded."""
+        try:
+            found = await self._take(
+                keys=[self.redis_key(downstream, key), self.consumer_key(downstream, key)],
+                args=[fingerprint, self._lease_ms],
+            )
+        except (RedisError, OSError) as exc:
+            raise DependencyUnavailable("redis", f"{type(exc).__name__}: {exc}") from exc
+        if found is None:
+            return None
+        kind, _, rest = _text(found).partition("|")
+        if kind == "h":
+            return Existing(Recorded.SUBMITTED, rest)
+        if kind == "d":
+            return Existing(Recorded.DONE, rest)
+        return Existing(Recorded.IN_FLIGHT, rest.rpartition("|")[2])
 
     async def confirm(self, downstream: str, key: str, fingerprint: str) -> None:
         """The command is in the broker: remember the key for the full TTL."""

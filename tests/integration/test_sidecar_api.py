@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from s2s_daemon.app import Daemon
 from s2s_daemon.observability.correlation import TraceContext
 from s2s_daemon.resilience.breaker import BreakerState
 from tests.conftest import DemoServices
-from tests.support import bind_probe_queue, drain, wait_for
+from tests.support import Outgoing, bind_probe_queue, drain, pika_send, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -373,3 +374,26 @@ async def test_redis_down_fails_closed(make_settings, cleanup_namespace: None, u
     assert command.json()["error"] == "unavailable"
     assert int(command.headers["retry-after"]) >= 1
     assert read.status_code == 200
+
+
+async def test_key_in_flight_over_amqp_is_409_or_422(api: Daemon, http: httpx.AsyncClient, demo: DemoServices) -> None:
+    """A key a consumer is handling (published over AMQP, not HTTP) is seen too: same payload 409, other 422;
+    once done, the stored reply; one downstream call in all."""
+    k = key()
+    demo.a.faults.latency_ms = 1500
+    command = Outgoing("service-a.create-resource", orjson.dumps({"name": "amqp"}), message_id=k, want_reply=False)
+    await pika_send(api.topology.commands_exchange_name, [command])
+    await wait_for(lambda: demo.a.calls_by_key[k] == 1, timeout=10)
+    same = await create(http, {"name": "amqp"}, k)
+    other = await create(http, {"name": "http"}, k)
+    await wait_for(lambda: demo.a.effects == 1, timeout=10)
+    done = await wait_for(lambda: _stored_reply(http, k), timeout=10)
+    assert (same.status_code, same.json()["error"]) == (409, "in_flight")
+    assert (other.status_code, other.json()["error"]) == (422, "conflict")
+    assert (done.status_code, done.json()["command_id"]) == (201, k)
+    assert demo.a.calls_by_key[k] == 1
+
+
+async def _stored_reply(http: httpx.AsyncClient, k: str) -> httpx.Response | None:
+    response = await create(http, {"name": "amqp"}, k)
+    return response if response.status_code == 201 else None
