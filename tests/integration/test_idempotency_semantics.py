@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
+import aio_pika
 import httpx
 import orjson
 import pytest
@@ -15,7 +17,7 @@ from redis.asyncio import Redis
 from s2s_daemon.app import Daemon
 from s2s_daemon.idempotency.fingerprint import fingerprint
 from tests.conftest import REDIS_URL, DemoServices
-from tests.support import Outgoing, bind_probe_queue, pika_send
+from tests.support import RABBITMQ_URL, Outgoing, bind_probe_queue, pika_send, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -152,3 +154,73 @@ async def test_duplicate_after_completion_gets_the_stored_reply_with_a_stable_me
     assert first.message_id is not None
     assert second.message_id == first.message_id
     assert demo.a.calls_by_key[key] == 1
+
+
+async def test_copies_in_one_process_never_call_twice(daemon: Daemon, demo: DemoServices) -> None:
+    """3 copies of each of 200 keys to one daemon process (the copies share its owner token in Redis): one
+    call per key and one answer per copy."""
+    demo.a.faults.latency_ms = 20
+    answers: Counter[str] = Counter()
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        replies = await channel.declare_queue(exclusive=True)
+
+        async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            async with message.process():
+                answers[message.correlation_id or ""] += 1
+
+        await replies.consume(on_reply)
+        exchange = await channel.get_exchange(daemon.topology.commands_exchange_name)
+        keys = [uuid.uuid4().hex for _ in range(200)]
+        await asyncio.gather(
+            *(
+                exchange.publish(
+                    aio_pika.Message(
+                        orjson.dumps({"name": key[:8]}),
+                        message_id=key,
+                        correlation_id=f"{key}-{copy}",
+                        reply_to=replies.name,
+                    ),
+                    routing_key=ROUTING_KEY,
+                )
+                for key in keys
+                for copy in range(3)
+            )
+        )
+        await wait_for(lambda: len(answers) >= 600, timeout=30, interval=0.1)
+        await asyncio.sleep(1.0)
+    assert set(answers.values()) == {1}
+    assert demo.a.calls == 200
+    assert set(demo.a.calls_by_key.values()) == {1}
+
+
+async def test_a_lease_lost_mid_call_still_answers_both_deliveries_with_one_result(
+    make_settings, cleanup_namespace: None, demo: DemoServices
+) -> None:
+    """A call outlives its lease: another process takes the key over and calls again (same Idempotency-Key:
+    one effect); whichever writes second finds the key recorded and answers from the stored reply."""
+    demo.a.faults.latency_ms = 1500
+    lease = {"lease_seconds": 0.5}
+    key = uuid.uuid4().hex
+    first, second = _command(key, "slow"), _command(key, "slow")
+    # the first daemon takes one message at a time, so while it is busy the second delivery goes elsewhere
+    async with Daemon(make_settings(amqp={"prefetch": 1}, idempotency=lease)) as busy:
+        exchange = busy.topology.commands_exchange_name
+        connection, events = await bind_probe_queue(busy.topology.events_exchange_name, "service-a.#")
+        async with connection:
+            sending = asyncio.create_task(pika_send(exchange, [first], expect_replies=1, timeout=20))
+            await wait_for(lambda: demo.a.calls_by_key[key] == 1)
+            await asyncio.sleep(0.6)  # the lease has run out; the call has not
+            async with Daemon(make_settings(idempotency=lease)) as other:
+                assert other.topology.commands_exchange_name == exchange
+                [second_reply] = await pika_send(exchange, [second], expect_replies=1, timeout=20)
+                [first_reply] = await sending
+            [event] = await _events_for(events, key)
+
+    assert demo.a.calls_by_key[key] == 2, "the takeover called again, with the same Idempotency-Key"
+    assert demo.a.effects == 1
+    assert first_reply.correlation_id == first.correlation_id
+    assert second_reply.correlation_id == second.correlation_id
+    assert first_reply.json() == second_reply.json() == event["data"]
+    assert first_reply.message_id == second_reply.message_id == event["id"]
