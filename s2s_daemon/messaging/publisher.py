@@ -9,13 +9,16 @@ from typing import Any
 
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
+from aiormq.exceptions import AMQPConnectionError, ChannelInvalidStateError
 from faststream.rabbit import RabbitBroker
 
-from s2s_daemon.errors import DeadLetterReason
+from s2s_daemon.errors import DeadLetterReason, DependencyUnavailable
 from s2s_daemon.messaging import contracts as c
 from s2s_daemon.messaging.topology import Topology
 
 _HEADER_DETAIL_MAX = 500
+# the connection (or its channel) is gone: the broker is unreachable, the message is not at fault
+_BROKER_DOWN = (ChannelInvalidStateError, AMQPConnectionError, ConnectionError)
 
 
 class AmqpPublisher:
@@ -25,7 +28,8 @@ class AmqpPublisher:
         self._app_id = app_id
 
     async def publish_outbox_document(self, doc: dict[str, Any]) -> None:
-        """The reply (if the command asked for one) and the event; raises unless both are confirmed."""
+        """The reply (if the command asked for one) and the event; raises unless both are confirmed
+        (``DependencyUnavailable`` when the broker connection is down)."""
         headers = {c.H_CORRELATION_ID: doc["correlation_id"], **doc.get("headers", {})}
         event = doc["event"]
         publishes = [self._publish_event(doc, event, headers)]
@@ -34,6 +38,8 @@ class AmqpPublisher:
         # both confirms in flight at once; any failure fails the document (it is retried whole)
         results = await asyncio.gather(*publishes, return_exceptions=True)
         for result in results:
+            if isinstance(result, _BROKER_DOWN):
+                raise DependencyUnavailable("rabbitmq", f"{type(result).__name__}: {result}") from result
             if isinstance(result, BaseException):
                 raise result
 

@@ -25,6 +25,7 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
+from s2s_daemon.errors import DependencyUnavailable
 from s2s_daemon.observability.logging import get_logger
 from s2s_daemon.observability.metrics import Metrics
 from s2s_daemon.outbox.documents import OutboxStatus
@@ -36,6 +37,7 @@ PublishFn = Callable[[dict[str, Any]], Awaitable[None]]
 
 _SWEEP_EVERY_S = 60.0
 _BACKLOG_EVERY_S = 15.0  # count_documents is slow on nx-27017 with many sent documents
+_BROKER_DOWN_RETRY_S = (0.5, 1.5)  # while the broker is unreachable: try again this soon, no attempt charged
 
 
 def now_ms() -> int:
@@ -65,6 +67,7 @@ class Relay:
         self._last_poll = 0.0
         self._fast_token = f"{owner}:fast"
         self._inbox: list[dict[str, Any]] = []
+        self._broker_down_until = 0.0  # monotonic; no claiming rounds before it
         self.healthy = True
 
     # lifecycle ---------------------------------------------------------------------------------
@@ -111,9 +114,14 @@ class Relay:
                     await self._publish_batch(batch, self._fast_token)
                 if self._stopping:
                     return
-                if time.monotonic() - self._last_poll >= self._settings.poll_interval:
-                    self._last_poll = time.monotonic()
-                    while await self.relay_once() >= self._settings.batch_size and not self._stopping:
+                mono = time.monotonic()
+                if mono - self._last_poll >= self._settings.poll_interval and mono >= self._broker_down_until:
+                    self._last_poll = mono
+                    while (
+                        await self.relay_once() >= self._settings.batch_size
+                        and not self._stopping
+                        and time.monotonic() >= self._broker_down_until
+                    ):
                         pass
                 await self._housekeeping()
                 self.healthy = True
@@ -137,9 +145,11 @@ class Relay:
     async def _publish_batch(self, batch: list[dict[str, Any]], token: str) -> None:
         self._metrics.relay_batch_size.observe(len(batch))
         results = await asyncio.gather(*(self._publish(doc) for doc in batch), return_exceptions=True)
-        sent_ids, failed = [], []
+        sent_ids, failed, unreachable = [], [], []
         for doc, result in zip(batch, results, strict=True):
-            if isinstance(result, BaseException):
+            if isinstance(result, DependencyUnavailable):
+                unreachable.append(doc["_id"])
+            elif isinstance(result, BaseException):
                 failed.append((doc, result))
             else:
                 sent_ids.append(doc["_id"])
@@ -153,8 +163,33 @@ class Relay:
             for doc in batch:
                 if doc["_id"] in sent_ids:
                     self._metrics.outbox_lag_seconds.observe(max(0, now - doc["created_at"]) / 1000)
+        if unreachable:
+            await self._broker_down(
+                unreachable, token, next(r for r in results if isinstance(r, DependencyUnavailable))
+            )
         for doc, exc in failed:
             await self._failed(doc, token, exc)
+
+    async def _broker_down(self, ids: list[Any], token: str, exc: DependencyUnavailable) -> None:
+        """The broker is unreachable (connection lost, reconnecting): not the documents' fault. Charging an
+        attempt each round would back them off for minutes and, after ``max_publish_attempts``, mark them dead
+        during a long enough broker outage; instead they are released and retried within a second or two."""
+        self._metrics.outbox_publish_failures.inc(len(ids))
+        wait = random.uniform(*_BROKER_DOWN_RETRY_S)
+        self._broker_down_until = time.monotonic() + wait  # no claim storm against the store meanwhile
+        next_at = now_ms() + int(wait * 1000)
+        await self._collection.update_many(
+            {"_id": {"$in": ids}, "lease_owner": token},
+            {
+                "$set": {
+                    "status": OutboxStatus.PENDING.value,
+                    "next_attempt_at": next_at,
+                    "last_error": str(exc)[:500],
+                    "lease_owner": None,
+                }
+            },
+        )
+        log.warning("outbox.broker_unavailable", documents=len(ids), error=exc.detail[:200])
 
     async def claim(self) -> tuple[list[dict[str, Any]], str]:
         """Claim pending-and-due documents, then publishing ones whose lease expired (two plain queries:
