@@ -8,8 +8,10 @@ short lease (a crash before the publish frees the key soon), stretched to the do
 confirmed, and dropped when the publish failed. The ``@`` keeps these keys apart from the consumer's
 ``<prefix><downstream>:<key>`` (downstream names cannot contain it).
 
-``take`` reads the consumer's record of the key in the same atomic step, so a key that arrived over AMQP and
-is in flight or done there is reported too (with its fingerprint) instead of being published again.
+``take`` reads the consumer's record of the key first, so a key that arrived over AMQP and is in flight or
+done there is reported too (with its fingerprint) instead of being published again. The read and the take are
+two steps, not one script, so that the two keys may live in different Redis Cluster slots; a consumer record
+appearing between them is harmless: the copy published then meets it and is deduplicated by the consumer.
 """
 
 from __future__ import annotations
@@ -25,12 +27,9 @@ from s2s_daemon.errors import DependencyUnavailable
 
 __all__ = ["Existing", "Recorded", "SubmissionLedger"]
 
-# KEYS[1]: our submission record, KEYS[2]: the consumer's record ('f|<owner>|<fp>' or 'd|<fp>', store.py).
 _TAKE = """
-local c = redis.call('GET', KEYS[2])
-if c then return c end
 local v = redis.call('GET', KEYS[1])
-if v then return 'h|' .. v end
+if v then return v end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 """
@@ -79,20 +78,17 @@ class SubmissionLedger:
     async def take(self, downstream: str, key: str, fingerprint: str) -> Existing | None:
         """None when this call took the key; otherwise who has it, with the payload fingerprint recorded."""
         try:
-            found = await self._take(
-                keys=[self.redis_key(downstream, key), self.consumer_key(downstream, key)],
-                args=[fingerprint, self._lease_ms],
-            )
+            # the consumer's record: 'f|<owner>|<fp>' in flight or 'd|<fp>' done (idempotency/store.py)
+            consumer = await self._redis.get(self.consumer_key(downstream, key))
         except (RedisError, OSError) as exc:
             raise DependencyUnavailable("redis", f"{type(exc).__name__}: {exc}") from exc
-        if found is None:
-            return None
-        kind, _, rest = _text(found).partition("|")
-        if kind == "h":
-            return Existing(Recorded.SUBMITTED, rest)
-        if kind == "d":
-            return Existing(Recorded.DONE, rest)
-        return Existing(Recorded.IN_FLIGHT, rest.rpartition("|")[2])
+        if consumer is not None:
+            kind, _, rest = _text(consumer).partition("|")
+            if kind == "d":
+                return Existing(Recorded.DONE, rest)
+            return Existing(Recorded.IN_FLIGHT, rest.rpartition("|")[2])
+        found = await self._run(self._take, downstream, key, fingerprint, self._lease_ms)
+        return None if found is None else Existing(Recorded.SUBMITTED, _text(found))
 
     async def confirm(self, downstream: str, key: str, fingerprint: str) -> None:
         """The command is in the broker: remember the key for the full TTL."""
