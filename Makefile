@@ -28,7 +28,7 @@ preflight: $(STAMP)
 run: $(STAMP)
 	$(BIN)/s2s-daemon dev
 
-test: $(STAMP) lint browser
+test: $(STAMP) lint lint-deploy asyncapi-parser browser
 	@$(BIN)/s2s-daemon preflight
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=$(COV_MIN) $(PYTEST_ARGS)
 
@@ -51,6 +51,13 @@ lint: $(STAMP)
 # Dockerfile, compose, Kubernetes, Prometheus rules and Grafana dashboard: real linters, offline.
 lint-deploy: $(STAMP)
 	bash deploy/validate.sh
+
+# @asyncapi/parser (npm), pinned, into the git-ignored .tools/node for tests/contracts (idempotent).
+ASYNCAPI_PARSER := .tools/node/node_modules/@asyncapi/parser/package.json
+.PHONY: asyncapi-parser
+asyncapi-parser: $(ASYNCAPI_PARSER)
+$(ASYNCAPI_PARSER):
+	npm install --prefix .tools/node --no-audit --no-fund --ignore-scripts @asyncapi/parser@3.6.3
 
 typecheck: $(STAMP)
 	$(BIN)/mypy s2s_daemon

@@ -22,6 +22,7 @@ import orjson
 
 from s2s_daemon.errors import ConfigError, DependencyUnavailable
 from s2s_daemon.ops.dlq_cli import add_dlq_parser, cmd_dlq
+from s2s_daemon.ops.docs_cli import add_docs_parser, cmd_docs
 from s2s_daemon.ops.outbox import add_outbox_parser, cmd_outbox
 from s2s_daemon.settings import Settings, load_settings
 
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_outbox_parser(sub, _config_arg)
     add_dlq_parser(sub, _config_arg)
+    add_docs_parser(sub, _config_arg)
     return parser
 
 
@@ -87,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "demo": cmd_demo,
             "preflight": cmd_preflight,
             "dlq": cmd_dlq,
+            "docs": cmd_docs,
             "outbox": cmd_outbox,
         }[args.command]
         return handler(args)
