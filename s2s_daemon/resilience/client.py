@@ -303,7 +303,8 @@ class DownstreamClient:
         if outcome is None:  # the budget refused a redelivered retry before any attempt
             self._metrics.retry_budget_refused.labels(self.name).inc()
             if elapsed >= retry.max_elapsed:
-                return CallOutcome(None, None, ErrorKind.UNAVAILABLE, BUDGET_EXHAUSTED, result.attempts)
+                # retries ran out on a retryable failure: retryable, so the command also goes to the DLQ
+                return CallOutcome(None, None, ErrorKind.UNAVAILABLE, BUDGET_EXHAUSTED, result.attempts, True)
             wait = max(retry.in_process_max_wait, full_jitter_backoff(max(1, result.attempts), retry, self._rng))
             return CallOutcome(None, None, ErrorKind.UNAVAILABLE, BUDGET_EXHAUSTED, result.attempts, True, None, wait)
         attempts = result.attempts - (1 if outcome.message == BREAKER_OPEN else 0)  # a refused try is no attempt
