@@ -7,6 +7,7 @@ the test's event loop and count calls and effects per Idempotency-Key. Every tes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -100,7 +101,8 @@ async def test_three_copies_to_three_daemons_one_effect_one_event_one_answer_per
                     for copy in range(copies)
                 )
             )
-            await wait_for(lambda: len(collector.replies) >= keys_n * copies, timeout=60, interval=0.1)
+            with contextlib.suppress(AssertionError):  # the figures and assertions below say what is missing
+                await wait_for(lambda: len(collector.replies) >= keys_n * copies, timeout=60, interval=0.1)
             all_answered = time.monotonic() - started
             await asyncio.sleep(3.0)  # anything extra (a second answer, a second event) would arrive by now
 
