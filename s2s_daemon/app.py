@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 
 from s2s_daemon.errors import DependencyUnavailable
 from s2s_daemon.http.app import SidecarContext, create_app
-from s2s_daemon.http.health import CheckResult, HealthCheck, backlog_check, breaker_check, ping_check
+from s2s_daemon.http.health import CheckResult, HealthCheck, backlog_check, breaker_check, ping_check, run_checks
 from s2s_daemon.http.server import SidecarServer
 from s2s_daemon.idempotency.store import IdempotencyStore
 from s2s_daemon.messaging.consumer import CommandProcessor
@@ -39,6 +39,7 @@ from s2s_daemon.messaging.publisher import AmqpPublisher
 from s2s_daemon.messaging.topology import Topology
 from s2s_daemon.observability.logging import get_logger, redact_url
 from s2s_daemon.observability.metrics import Metrics
+from s2s_daemon.observability.sampler import StateSampler
 from s2s_daemon.outbox.documents import OutboxDocument
 from s2s_daemon.outbox.relay import Relay
 from s2s_daemon.outbox.writer import OutboxWriter
@@ -88,6 +89,7 @@ class Daemon:
         self.broker: RabbitBroker | None = None
         self.relay: Relay | None = None
         self.sidecar: SidecarServer | None = None
+        self.sampler: StateSampler | None = None
         self.clients: dict[str, DownstreamClient] = {}
         self.gates: dict[str, ConsumerGate] = {}
         self.shared_breakers: dict[str, SharedBreakerState] = {}
@@ -192,8 +194,11 @@ class Daemon:
         for shared in self.shared_breakers.values():
             shared.start()
 
-        self.sidecar = SidecarServer(create_app(self._sidecar_context()), s.http.host, s.http.port)
+        context = self._sidecar_context()
+        self.sidecar = SidecarServer(create_app(context), s.http.host, s.http.port)
         await self.sidecar.start()
+        self.sampler = StateSampler(rabbit_url, self.topology, self.metrics, lambda: self._is_ready(context))
+        self.sampler.start()
         log.info(
             "daemon.started",
             owner=self.owner,
@@ -213,8 +218,11 @@ class Daemon:
         fails is logged and the next one still runs: a close error must not turn a clean drain into a crash.
         """
         self.draining = True
+        self.metrics.ready.set(0)
         started = time.monotonic()
         log.info("daemon.stopping", grace_s=self.settings.amqp.graceful_timeout)
+        if self.sampler is not None:
+            await self._quietly("sampler", self.sampler.stop())
         for shared in self.shared_breakers.values():
             await self._quietly("shared_breaker", shared.stop())
         for gate in self.gates.values():
@@ -280,6 +288,12 @@ class Daemon:
         async with self:
             await stop.wait()
             log.info("daemon.signal_received")
+
+    async def _is_ready(self, context: SidecarContext) -> bool:
+        """What /readyz answers: not draining and no readiness check failing."""
+        if self.draining:
+            return False
+        return (await run_checks(context.checks, readiness_only=True)).status != "fail"
 
     async def _quietly(self, step: str, closing: Awaitable[Any]) -> None:
         try:

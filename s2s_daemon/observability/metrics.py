@@ -129,6 +129,21 @@ class Metrics:
             ["downstream"],
             registry=r,
         )
+        # Sampled by observability.sampler: broker-wide figures (every replica reports the same) and readiness.
+        self.dlq_messages = Gauge(
+            "s2s_dlq_messages", "Ready messages in the dead-letter queue (sampled from RabbitMQ).", registry=r
+        )
+        self.consumers = Gauge(
+            "s2s_consumers",
+            "Consumers on each command queue, all replicas together (sampled from RabbitMQ).",
+            ["queue"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "s2s_ready",
+            "1 while this replica is ready (what /readyz answers), 0 from the start of a drain.",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -16,6 +16,9 @@ import httpx
 import pytest
 
 from s2s_daemon.app import Daemon
+from s2s_daemon.messaging.topology import Topology
+from s2s_daemon.observability.metrics import Metrics
+from s2s_daemon.observability.sampler import StateSampler
 from tests.conftest import DemoServices
 from tests.support import Outgoing, pika_send
 
@@ -37,12 +40,18 @@ async def test_live_metrics_scrape_is_promtool_clean(daemon: Daemon, sidecar_url
         Outgoing("service-a.create-resource", b"{not json", message_id=uuid.uuid4().hex),
     ]
     await pika_send(daemon.topology.commands_exchange_name, commands, expect_replies=2)
+    assert daemon.sampler is not None
+    await daemon.sampler.sample_once()
     async with httpx.AsyncClient(timeout=5.0) as http:
         scrape = await http.get(f"{sidecar_url}/metrics")
     assert scrape.status_code == 200
     text = scrape.text
     for series in ('s2s_commands_total{downstream="service-a",outcome="succeeded"}', "s2s_dead_lettered_total"):
         assert series in text
+    # the sampled gauges behind the alerts: DLQ growth, no consumers, readiness
+    assert "s2s_dlq_messages 1.0" in text
+    assert f's2s_consumers{{queue="{daemon.topology.command_queue_name("service-a")}"}} 1.0' in text
+    assert "s2s_ready 1.0" in text
 
     result = await asyncio.to_thread(
         subprocess.run, [str(PROMTOOL), "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
@@ -51,3 +60,29 @@ async def test_live_metrics_scrape_is_promtool_clean(daemon: Daemon, sidecar_url
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "", result.stdout
     assert result.stderr.strip() == "", result.stderr
+
+
+async def test_ready_gauge_drops_to_0_when_the_drain_starts(make_settings, cleanup_namespace: None) -> None:
+    """s2s_ready is 1 while running and 0 as soon as stop() begins (readiness flapping is visible in Prometheus)."""
+    daemon = Daemon(make_settings())
+    async with daemon:
+        assert daemon.sampler is not None
+        await daemon.sampler.sample_once()
+        assert daemon.metrics.registry.get_sample_value("s2s_ready") == 1.0
+    assert daemon.metrics.registry.get_sample_value("s2s_ready") == 0.0
+
+
+async def test_sampler_reports_readiness_even_when_the_broker_is_unreachable(unused_port: int) -> None:
+    """A failed broker sample keeps the last queue figures but still records readiness; stop() leaves 0."""
+    metrics = Metrics()
+
+    async def ready() -> bool:
+        return True
+
+    topology = Topology("nowhere", ("service-a",), 100, (1,))
+    sampler = StateSampler(f"amqp://guest:guest@127.0.0.1:{unused_port}/", topology, metrics, ready)
+    with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the client raises for a refused connection
+        await sampler.sample_once()
+    assert metrics.registry.get_sample_value("s2s_ready") == 1.0
+    await sampler.stop()
+    assert metrics.registry.get_sample_value("s2s_ready") == 0.0
