@@ -177,7 +177,11 @@ class OutboxSettings(_Strict):
     database: str = Field(default="s2s", description="MongoDB database of the outbox.")
     poll_interval: PositiveFloat = Field(default=1.0, description="Relay polling fallback, seconds.")
     batch_size: PositiveInt = Field(default=200, description="Documents claimed per relay round.")
-    lease_seconds: PositiveFloat = Field(default=30.0, description="Relay claim lease.")
+    lease_seconds: PositiveFloat = Field(
+        default=10.0,
+        description="Relay claim lease: how long a document written by a process that then died waits before "
+        "another relay publishes it (the fast path publishes within milliseconds).",
+    )
     max_publish_attempts: PositiveInt = Field(default=10, description="Then the document goes to `dead`.")
     retention_seconds: PositiveInt = Field(default=7 * 86_400, description="Sent documents kept this long.")
 
