@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -9,12 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
+from starlette.applications import Starlette
 from starlette.datastructures import Headers
 
-from s2s_daemon.errors import ConfigError
+from s2s_daemon.errors import ConfigError, DependencyUnavailable
 from s2s_daemon.http.command_api import parse_prefer_wait, reply_status_code, status_url
 from s2s_daemon.http.correlation import RequestCorrelation
 from s2s_daemon.http.openapi import build_openapi
+from s2s_daemon.http.server import SidecarServer
 from s2s_daemon.http.status import StatusBoard
 from s2s_daemon.observability.correlation import TraceContext
 from s2s_daemon.observability.metrics import Metrics
@@ -179,3 +183,18 @@ async def test_status_board_rates_span_the_window() -> None:
     busy = await board.snapshot()
     assert busy["downstreams"][0]["calls_per_second"] == round(30 / 98, 2)  # since the sample at t=105
     assert busy["downstreams"][0]["error_rate"] == 0.0
+
+
+async def test_sidecar_server_raises_the_lifespan_startup_error() -> None:
+    """A failing app startup fails SidecarServer.start() with the app's own exception (uvicorn would only log
+    it and sys.exit() inside the daemon's event loop); stop() afterwards is safe."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        raise DependencyUnavailable("rabbitmq", "no broker for the gateway")
+        yield  # pragma: no cover - never reached
+
+    server = SidecarServer(Starlette(lifespan=lifespan), "127.0.0.1", 0)
+    with pytest.raises(DependencyUnavailable, match="no broker for the gateway"):
+        await server.start()
+    await server.stop()
