@@ -7,11 +7,12 @@ STAMP := $(VENV)/.installed
 COV_MIN ?= 70
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test unit lint typecheck fmt bench clean preflight lint-deploy
+.PHONY: help venv run test unit lint typecheck fmt bench chaos clean preflight lint-deploy
 
 help:
 	@echo "make run    - set up and run the daemon with embedded Mongo-wire server and demo downstreams"
 	@echo "make test   - set up and run the whole suite against real RabbitMQ/Redis/nx-27017"
+	@echo "make chaos  - the eight fault scenarios at full size on private services (table + .chaos/*.json)"
 	@echo "make lint | typecheck | fmt | bench | clean"
 
 $(STAMP): pyproject.toml
@@ -69,5 +70,9 @@ fmt: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m s2s_daemon.bench $(BENCH_ARGS)
 
+# Private RabbitMQ/Redis/nx-27017 per scenario, daemons as processes; CHAOS_ARGS=--only=pause,sigkill or --short.
+chaos: $(STAMP)
+	$(BIN)/python -m s2s_daemon.chaos $(CHAOS_ARGS)
+
 clean:
-	rm -rf $(VENV) .data .bench .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov *.egg-info
+	rm -rf $(VENV) .data .bench .chaos .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov *.egg-info

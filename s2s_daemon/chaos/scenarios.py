@@ -1,0 +1,499 @@
+"""The eight scenarios. Each builds its own private stack, publishes its commands, injects its fault at a
+point of progress (a fraction of the commands answered, so the fault lands mid-run at any speed), waits for
+quiescence and counts. ``full`` sizes run in ``make chaos``; ``short`` ones in ``make test``."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from s2s_daemon.chaos.counters import latencies, percentile
+from s2s_daemon.chaos.producer import Command, good_commands
+from s2s_daemon.chaos.run import Load, ReadinessProbe, ScenarioResult, wait_until
+from s2s_daemon.chaos.services import PrivateRabbit
+from s2s_daemon.chaos.stack import Stack, StackOptions
+
+__all__ = ["SCENARIOS", "Scenario", "run_scenario"]
+
+Params = dict[str, Any]
+StackFactory = Callable[..., Stack]  # (StackOptions | None) -> Stack, not started
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    fn: Callable[[StackFactory, Params, ScenarioResult], None]
+    full: Params
+    short: Params
+
+
+def _quiesce_and_count(load: Load, stack: Stack, p: Params, result: ScenarioResult) -> None:
+    waited = load.quiesce(timeout=p["quiesce_s"], stall=p["stall_s"], settle=p["settle_s"])
+    result.counters = load.finish()
+    outbox = stack.outbox_counts()
+    queues = stack.queues()
+    left = {name: q["messages"] for name, q in queues.items() if q["messages"] and name != stack.reply_queue}
+    result.details.update(load.details())
+    result.details.update(waited)
+    result.details["outbox"] = outbox
+    result.details["messages_left_in_queues"] = left
+    result.checks["outbox drained (nothing pending, publishing or dead)"] = (
+        outbox["pending"] + outbox["publishing"] + outbox["dead"] == 0
+    )
+    latency = latencies(load.journal)
+    result.details["latency_s"] = {
+        "p50": _round(percentile(latency, 50)),
+        "p99": _round(percentile(latency, 99)),
+        "max": _round(max(latency, default=None)),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+# 1 ---------------------------------------------------------------------------------------------------
+def connections_closed(make_stack: StackFactory, p: Params, result: ScenarioResult) -> None:
+    with make_stack() as stack:
+        result.details["stack"] = stack.timings
+        load = Load(stack, good_commands(p["commands"], "s1"), p["rate"]).start()
+        closed = []
+        for fraction in p["at"]:
+            load.wait_answered(fraction, p["trigger_s"])
+            with load.fault("close_all_connections"):
+                out = stack.close_all_connections()
+            closed.append(out)
+        result.details["connections_closed"] = closed
+        result.checks[f"{len(p['at'])} force-closes, each closing connections"] = len(closed) == len(p["at"]) and all(
+            n > 0 for n in closed
+        )
+        _quiesce_and_count(load, stack, p, result)
+
+
+# 2 ---------------------------------------------------------------------------------------------------
+def broker_paused(make_stack: StackFactory, p: Params, result: ScenarioResult) -> None:
+    with make_stack() as stack:
+        result.details["stack"] = stack.timings
+        load = Load(stack, good_commands(p["commands"], "s2"), p["rate"]).start()
+        load.wait_answered(p["at"], p["trigger_s"])
+        answered_before = load.journal.answered
+        with load.fault("SIGSTOP beam.smp"):
+            try:
+                state = stack.rabbit.pause()
+                time.sleep(p["pause_s"])
+                # the harness's observers may still drain what the broker pushed before it stopped
+                answered_during = load.journal.answered - answered_before
+            finally:
+                stack.rabbit.resume()
+        result.details["answered_while_paused"] = answered_during
+        result.checks["beam.smp was stopped (state T)"] = state == "T"
+        _quiesce_and_count(load, stack, p, result)
+
+
+# 3 ---------------------------------------------------------------------------------------------------
+def broker_restarted(make_stack: StackFactory, p: Params, result: ScenarioResult) -> None:
+    with make_stack() as stack:
+        result.details["stack"] = stack.timings
+        probe = ReadinessProbe(stack.daemons)
+        probe.start()
+        try:
+            load = Load(stack, good_commands(p["commands"], "s3"), p["rate"]).start()
+            load.wait_answered(p["at"], p["trigger_s"])
+            with load.fault("stop_app/start_app"):
+                stack.rabbit.stop_app()
+                stopped = time.monotonic()
+                time.sleep(p["outage_s"])
+                restarting = time.monotonic()
+                stack.rabbit.start_app()
+            started = time.monotonic()
+            ready_back = wait_until(lambda: all(d.readyz() == 200 for d in stack.daemons), p["recover_s"], 0.25)
+            ready_after = round(time.monotonic() - started, 2)
+            command_queues = [stack.command_queue(ds) for ds in ("service-a", "service-b")]
+            consumers_back = wait_until(
+                lambda: all(stack.queues().get(q, {}).get("consumers", 0) >= 1 for q in command_queues),
+                p["recover_s"],
+                1.0,
+            )
+            consumers_after = round(time.monotonic() - started, 2)
+            _quiesce_and_count(load, stack, p, result)
+        finally:
+            probe.stop()
+        # readiness must fail within a second or two of the stop and stay failed until the node is back
+        during = probe.between(stopped + p["detect_s"], restarting)
+        result.details["readiness"] = {
+            "samples_during_outage": len(during),
+            "ready_samples_during_outage": sum(1 for code in during if code == 200),
+            "ready_again_after_start_app_s": ready_after,
+        }
+        result.details["consumers_back_after_start_app_s"] = consumers_after
+        result.checks["readiness failed during the outage"] = bool(during) and all(code != 200 for code in during)
+        result.checks["readiness back after start_app"] = ready_back
+        result.checks["consumers re-created on every command queue"] = consumers_back
+
+
+# 4 ---------------------------------------------------------------------------------------------------
+def redis_faults(make_stack: StackFactory, p: Params, result: ScenarioResult) -> None:
+    with make_stack() as stack:
+        result.details["stack"] = stack.timings
+        load = Load(stack, good_commands(p["commands"], "s4"), p["rate"]).start()
+        load.wait_answered(p["pause_at"], p["trigger_s"])
+        with load.fault("CLIENT PAUSE"):
+            stack.redis.pause(p["pause_s"])
+            time.sleep(p["pause_s"])
+        load.wait_answered(p["kill_at"], p["trigger_s"])
+        with load.fault("kill + restart empty"):
+            stack.redis.kill()
+            time.sleep(p["down_s"])
+            stack.redis.restart_empty()
+        _quiesce_and_count(load, stack, p, result)
+
+
+# 5 ---------------------------------------------------------------------------------------------------
+def mongo_killed(make_stack: StackFactory, p: Params, result: ScenarioResult) -> None:
+    with make_stack() as stack:
+        result.details["stack"] = stack.timings
+        load = Load(stack, good_commands(p["commands"], "s5"), p["rate"]).start()
+        load.wait_answered(p["at"], p["trigger_s"])
+        with load.fault("SIGKILL nx-27017 + restart"):
+            stack.mongo.kill()
+            time.sleep(p["down_s"])
+            stack.mongo.restart()
+        _quiesce_and_count(load, stack, p, result)
+        # every succeeded reply is backed by a durable outbox document (no ack without the write)
+        outbox = result.details["outbox"]
+        assert result.counters is not None
+        result.checks["an outbox document for every succeeded reply"] = outbox["sent"] >= result.counters.succeeded
+
+
+# 6 ---------------------------------------------------------------------------------------------------
+def daemon_sigkilled(make_stack: StackFactory, p: Params, result: ScenarioResult) -> None:
+    rng = random.Random(p.get("seed"))
+    options = StackOptions(replicas=p["replicas"], config=p.get("config", {}))
+    with make_stack(options) as stack:
+        result.details["stack"] = stack.timings
+        load = Load(stack, good_commands(p["commands"], "s6"), p["rate"]).start()
+        kills: list[dict[str, Any]] = []
+        for fraction in sorted(rng.uniform(*p["between"]) for _ in range(p["kills"])):
+            load.wait_answered(fraction, p["trigger_s"])
+            victim = rng.choice(stack.daemons)
+            with load.fault(f"SIGKILL {victim.name}"):
+                victim.kill()
+            kills.append({"replica": victim.name, "at_s": load.since_start(), "answered": load.journal.answered})
+            # as an orchestrator restarts a pod: a new process (new owner id) in its place, not waited for
+            stack.daemons[stack.daemons.index(victim)] = stack.new_replica().start()
+        result.details["kills"] = kills
+        outstanding = [k for k in kills if k["answered"] < load.total]
+        result.checks[f"{p['kills']} replicas SIGKILLed while commands were outstanding"] = (
+            len(outstanding) == p["kills"]
+        )
+        _quiesce_and_count(load, stack, p, result)
+        result.checks["all replicas ready at the end"] = all(d.readyz() == 200 for d in stack.daemons)
+
+
+# 7 ---------------------------------------------------------------------------------------------------
+def downstream_faults(make_stack: StackFactory, p: Params, result: ScenarioResult) -> None:
+    with make_stack(StackOptions(proxy=True)) as stack:
+        result.details["stack"] = stack.timings
+        assert stack.proxy is not None
+        proxy = stack.proxy
+        load = Load(stack, good_commands(p["commands"], "s7"), p["rate"]).start()
+        phases = [
+            ("latency spike", {"latency_ms": p["latency_ms"], "jitter_ms": p["jitter_ms"]}, p["latency_s"]),
+            ("connection resets", {"reset_probability": p["reset_probability"]}, p["resets_s"]),
+            ("blackhole", {"blackhole": True}, p["blackhole_s"]),
+        ]
+        effects: dict[str, dict[str, int]] = {}
+        for (name, knobs, seconds), fraction in zip(phases, p["at"], strict=True):
+            load.wait_answered(fraction, p["trigger_s"])
+            before = dict(proxy.proxy.stats.__dict__)
+            with load.fault(name):
+                proxy.set(**knobs)
+                time.sleep(seconds)
+                proxy.set()
+            effects[name] = {k: v - before[k] for k, v in proxy.proxy.stats.__dict__.items()}
+        _quiesce_and_count(load, stack, p, result)
+        result.details["proxy_during_phase"] = effects
+        result.checks["each proxy fault hit traffic"] = (
+            effects["latency spike"]["delayed_chunks"] > 0
+            and effects["connection resets"]["resets_before"] + effects["connection resets"]["resets_after"] > 0
+            and effects["blackhole"]["swallowed_chunks"] > 0
+        )
+
+
+# 8 ---------------------------------------------------------------------------------------------------
+EXPECTED_REASON = {
+    "invalid-json": "invalid-json",
+    "schema-violation": "schema-violation",
+    "missing-key": "missing-idempotency-key",
+    "too-large": "too-large",
+    "unknown-route": "unknown-route",
+    "unroutable": "unroutable",
+    "always-500": "retries-exhausted",
+}
+
+
+def poison_commands(mix: dict[str, int], big_bytes: int) -> list[Command]:
+    out = []
+    for kind, n in mix.items():
+        for i in range(n):
+            cid = f"bad-{kind}-{i:04d}"
+            body, rk = orjson.dumps({"name": cid}), "service-a.create-resource"
+            key: str | None = cid
+            if kind == "invalid-json":
+                body = b'{"name": "unterminated'
+            elif kind == "schema-violation":
+                body = orjson.dumps({"name": 123, "extra": True})
+            elif kind == "missing-key":
+                key = None
+            elif kind == "too-large":
+                body = orjson.dumps({"name": "x" * big_bytes})
+            elif kind == "unknown-route":
+                rk = "service-a.no-such-action"
+            elif kind == "unroutable":
+                rk = "nowhere.at-all"
+            elif kind == "always-500":
+                rk = "failing.always-500"
+            out.append(Command(cid, rk, body, kind=kind, key=key))
+    return out
+
+
+def poison_mix(make_stack: StackFactory, p: Params, result: ScenarioResult) -> None:
+    failing = {"retry": {"max_attempts": 3, "initial_delay": 0.05, "max_delay": 0.2}}
+    options = StackOptions(failing=True, downstream_config={"failing": failing})
+    rng = random.Random(p.get("seed"))
+    with make_stack(options) as stack:
+        result.details["stack"] = stack.timings
+        runs: dict[str, Any] = {}
+        for label, commands, side in (
+            ("warm-up", good_commands(p["warmup"], "warm"), []),
+            ("clean", good_commands(p["good"], "clean"), []),
+            ("poison", good_commands(p["good"], "good"), _shuffled(poison_commands(p["mix"], p["big_bytes"]), rng)),
+        ):
+            stack.demo.reset("a")  # effects are counted per run
+            load = Load(stack, commands, p["rate"], side).start()
+            waited = load.quiesce(timeout=p["quiesce_s"], stall=p["stall_s"], settle=p["settle_s"])
+            counters = load.finish()
+            runs[label] = {"load": load, "counters": counters, "waited": waited}
+        poison: Load = runs["poison"]["load"]
+        result.counters = runs["poison"]["counters"]
+        p99_clean = percentile(latencies(runs["clean"]["load"].journal), 99)
+        p99_poison = percentile(latencies(poison.journal), 99)
+        bad = {cid: r.command.kind for cid, r in poison.journal.records.items() if r.command.kind != "good"}
+        dead = poison.journal.dead
+        right_reason = {
+            cid for cid, kind in bad.items() if any(d.reason == EXPECTED_REASON[kind] for d in dead.get(cid, []))
+        }
+        loops = sum(
+            n for ds in poison.journal.dead.values() for d in ds for reason, n in d.deaths.items()
+            if reason in ("rejected", "delivery_limit")
+        )  # fmt: skip
+        errors = sum(
+            v for d in stack.daemons for k, v in d.metrics().items()
+            if k.startswith("s2s_commands_total{") and 'outcome="error"' in k
+        )  # fmt: skip
+        good_ok = sum(
+            1 for cid, rs in poison.journal.replies.items()
+            if poison.journal.records[cid].command.kind == "good" and rs[0].status == "succeeded"
+        )  # fmt: skip
+        outbox = stack.outbox_counts()
+        result.details.update(poison.details())
+        result.details.update(
+            {
+                "clean": runs["clean"]["counters"].as_dict(),
+                "bad_by_kind": dict(p["mix"]),
+                "bad_missing_or_wrong_reason": sorted(set(bad) - right_reason)[:20],
+                "requeues_by_broker": loops,
+                "handler_errors": errors,
+                "good_p99_s": {"clean": _round(p99_clean), "poison": _round(p99_poison)},
+                "outbox": outbox,
+            }
+        )
+        result.checks[f"100% of {len(bad)} bad commands in the DLQ with their reason"] = len(right_reason) == len(bad)
+        result.checks["0 requeue loops (no x-death rejected/delivery_limit, no handler errors)"] = (
+            loops == 0 and errors == 0
+        )
+        result.checks[f"all {p['good']} good commands succeeded"] = good_ok == p["good"]
+        within = p99_clean is not None and p99_poison is not None and p99_poison <= 2 * p99_clean
+        if p["check_p99"]:
+            result.checks["good p99 within 2x of the clean run"] = within
+        else:  # a p99 of a few hundred samples on a shared box is noise: reported, not judged
+            result.details["good_p99_within_2x"] = within
+        result.checks["outbox drained (nothing pending, publishing or dead)"] = (
+            outbox["pending"] + outbox["publishing"] + outbox["dead"] == 0
+        )
+
+
+def _shuffled(commands: list[Command], rng: random.Random) -> list[Command]:
+    out = list(commands)
+    rng.shuffle(out)
+    return out
+
+
+# registry ----------------------------------------------------------------------------------------------
+_WAITS_FULL = {"trigger_s": 600.0, "quiesce_s": 900.0, "stall_s": 180.0, "settle_s": 3.0}
+_WAITS_SHORT = {"trigger_s": 60.0, "quiesce_s": 90.0, "stall_s": 30.0, "settle_s": 1.0}
+# short runs: leases short enough that a killed replica's claims expire within the test's budget
+_SHORT_LEASES = {"idempotency": {"lease_seconds": 3.0}, "outbox": {"lease_seconds": 3.0, "poll_interval": 0.5}}
+
+
+def _scenario(
+    name: str, title: str, fn: Callable[[StackFactory, Params, ScenarioResult], None], full: Params, **short: Any
+) -> Scenario:
+    """Full-size parameters, and the short version as overrides of them."""
+    return Scenario(name, title, fn, {**full, **_WAITS_FULL}, {**full, **_WAITS_SHORT, **short})
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        _scenario(
+            "connections",
+            "broker connections force-closed 5x",
+            connections_closed,
+            {"commands": 10_000, "rate": 250, "at": [0.1, 0.25, 0.4, 0.55, 0.7]},
+            commands=400,
+            rate=80,
+        ),
+        _scenario(
+            "pause",
+            "broker paused (SIGSTOP) then resumed",
+            broker_paused,
+            {"commands": 10_000, "rate": 250, "at": 0.3, "pause_s": 30.0},
+            commands=300,
+            rate=100,
+            pause_s=3.0,
+        ),
+        _scenario(
+            "restart",
+            "broker restarted (stop_app/start_app)",
+            broker_restarted,
+            {"commands": 10_000, "rate": 250, "at": 0.3, "outage_s": 10.0, "detect_s": 2.0, "recover_s": 60.0},
+            commands=300,
+            rate=100,
+            outage_s=4.0,
+            detect_s=1.0,
+            recover_s=30.0,
+        ),
+        _scenario(
+            "redis",
+            "Redis paused (CLIENT PAUSE), later killed and restarted empty",
+            redis_faults,
+            {"commands": 10_000, "rate": 250, "pause_at": 0.2, "pause_s": 10.0, "kill_at": 0.5, "down_s": 5.0},
+            commands=300,
+            rate=100,
+            pause_s=3.0,
+            down_s=2.0,
+        ),
+        _scenario(
+            "mongo",
+            "nx-27017 SIGKILLed and restarted on the same file",
+            mongo_killed,
+            {"commands": 10_000, "rate": 250, "at": 0.3, "down_s": 10.0},
+            commands=300,
+            rate=100,
+            down_s=3.0,
+        ),
+        _scenario(
+            "sigkill",
+            "daemon SIGKILLed 3x, 3 replicas",
+            daemon_sigkilled,
+            {"commands": 10_000, "rate": 250, "replicas": 3, "kills": 3, "between": (0.1, 0.7), "seed": 7},
+            commands=500,
+            rate=60,
+            config=_SHORT_LEASES,
+        ),
+        _scenario(
+            "downstream",
+            "downstream latency, resets, blackhole (TCP proxy)",
+            downstream_faults,
+            {
+                "commands": 10_000,
+                "rate": 250,
+                "at": [0.1, 0.35, 0.6],
+                "latency_ms": 800.0,
+                "jitter_ms": 400.0,
+                "latency_s": 10.0,
+                "reset_probability": 0.3,
+                "resets_s": 10.0,
+                "blackhole_s": 8.0,
+            },
+            commands=500,
+            rate=60,
+            latency_s=3.0,
+            resets_s=3.0,
+            blackhole_s=3.0,
+        ),
+        _scenario(
+            "poison",
+            "poison mix into good traffic",
+            poison_mix,
+            {
+                "good": 1000,
+                "warmup": 100,
+                "rate": 50,
+                "seed": 8,
+                "big_bytes": 20 * 1024 * 1024,
+                "check_p99": True,
+                "mix": {
+                    "invalid-json": 30,
+                    "schema-violation": 30,
+                    "missing-key": 30,
+                    "too-large": 5,
+                    "unknown-route": 15,
+                    "unroutable": 15,
+                    "always-500": 20,
+                },
+            },
+            good=200,
+            warmup=30,
+            check_p99=False,
+            mix={
+                "invalid-json": 5,
+                "schema-violation": 5,
+                "missing-key": 5,
+                "too-large": 1,
+                "unknown-route": 3,
+                "unroutable": 3,
+                "always-500": 5,
+            },
+        ),
+    )
+}
+
+
+def size_of(params: Params) -> dict[str, Any]:
+    keys = ("commands", "good", "rate", "replicas", "kills", "pause_s", "outage_s", "down_s", "mix")
+    return {k: params[k] for k in keys if k in params}
+
+
+def run_scenario(
+    name: str, base: Path, *, short: bool = False, keep_data: bool = False, rabbit: PrivateRabbit | None = None
+) -> ScenarioResult:
+    """Run one scenario in ``base`` (its services' files and logs); never raises for a scenario failure.
+    ``rabbit``: a running private node to share (a virtual host per scenario) instead of one of its own."""
+    scenario = SCENARIOS[name]
+    params = scenario.short if short else scenario.full
+    result = ScenarioResult(name, scenario.title, size_of(params))
+    began = time.monotonic()
+    try:
+        scenario.fn(lambda options=None: Stack(base, options, rabbit), params, result)
+    except Exception as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+        result.details["traceback"] = traceback.format_exc()[-4000:]
+    finally:
+        result.seconds = time.monotonic() - began
+        if not keep_data:
+            # the brokers' and stores' data are large and only interesting while running; logs stay
+            shutil.rmtree(base / "rabbitmq" / "mnesia", ignore_errors=True)
+            for db in (base / "mongo").glob("*.db*"):
+                db.unlink(missing_ok=True)
+    return result

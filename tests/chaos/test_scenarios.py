@@ -1,0 +1,31 @@
+"""The eight chaos scenarios at their short sizes (the full sizes run in `make chaos`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from s2s_daemon.chaos.report import format_table
+from s2s_daemon.chaos.scenarios import SCENARIOS, run_scenario
+from s2s_daemon.chaos.services import PrivateRabbit
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_short_scenario_loses_nothing_and_applies_once(
+    name: str, chaos_rabbit: PrivateRabbit, tmp_path: Path, no_leftovers: None
+) -> None:
+    """Under the scenario's fault: 0 lost, 0 duplicate effects, every scenario check holds, nothing left running."""
+    result = run_scenario(name, tmp_path / name, short=True, rabbit=chaos_rabbit)
+    print("\n" + format_table([result]))
+    details = {k: v for k, v in result.details.items() if k != "traceback"}
+    assert result.error is None, f"{result.error}\n{result.details.get('traceback', '')}"
+    assert result.counters is not None
+    assert result.counters.sent > 0
+    assert result.counters.lost == 0, json.dumps(details, default=str)[:3000]
+    assert result.counters.duplicate_effects == 0, json.dumps(details, default=str)[:3000]
+    assert all(result.checks.values()), f"{result.checks}\n{json.dumps(details, default=str)[:3000]}"
