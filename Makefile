@@ -29,9 +29,11 @@ preflight: $(STAMP)
 run: $(STAMP)
 	$(BIN)/s2s-daemon dev
 
-test: $(STAMP) lint lint-deploy asyncapi-parser browser
+# Three workers: most integration tests wait on leases, delay queues and sleeps, not on the CPU.
+PYTEST_WORKERS ?= 3
+test: $(STAMP) lint typecheck lint-deploy asyncapi-parser browser
 	@$(BIN)/s2s-daemon preflight
-	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=$(COV_MIN) $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --cov --cov-report=term --cov-fail-under=$(COV_MIN) $(PYTEST_ARGS)
 
 # Debian's chromium and chromedriver for the status-page test (Selenium never downloads a browser).
 # Idempotent: skipped when both are installed; uses sudo when not root.

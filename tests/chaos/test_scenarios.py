@@ -11,7 +11,8 @@ from s2s_daemon.chaos.report import format_table
 from s2s_daemon.chaos.scenarios import SCENARIOS, run_scenario
 from s2s_daemon.chaos.services import PrivateRabbit
 
-pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+# one xdist worker runs them all: they share one private RabbitMQ node for the session
+pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.xdist_group("chaos")]
 
 
 @pytest.mark.timeout(150)

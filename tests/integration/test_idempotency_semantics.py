@@ -200,7 +200,7 @@ async def test_a_lease_lost_mid_call_still_answers_both_deliveries_with_one_resu
 ) -> None:
     """A call outlives its lease: another process takes the key over and calls again (same Idempotency-Key:
     one effect); whichever writes second finds the key recorded and answers from the stored reply."""
-    demo.a.faults.latency_ms = 1500
+    demo.a.faults.latency_ms = 4000  # long enough for a second daemon to start and call under a loaded CI
     lease = {"lease_seconds": 0.5}
     key = uuid.uuid4().hex
     first, second = _command(key, "slow"), _command(key, "slow")
