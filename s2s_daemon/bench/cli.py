@@ -1,4 +1,4 @@
-"""``python -m s2s_daemon.bench [--quick] [--soak SECONDS] [--profile SECONDS]`` (``make bench``)."""
+"""``python -m s2s_daemon.bench [--quick] [--replicas N] [--soak SECONDS] [--profile SECONDS]`` (``make bench``)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inflight", type=int, help="commands kept in flight in max-throughput runs")
     parser.add_argument("--rate", type=float, help="offered commands/s for the latency run")
     parser.add_argument("--rate-seconds", type=float, help="length of the latency run")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        help="daemons sharing one namespace in the max run (default 1: then a separate 2-replica run follows)",
+    )
+    parser.add_argument("--webhook-concurrency", type=int, help="webhook deliveries in flight (default 32)")
     parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS", help="RSS soak at --rate")
     parser.add_argument(
         "--profile", type=float, default=0.0, metavar="SECONDS", help="py-spy the daemon under max load"
@@ -42,6 +48,8 @@ def plan_from(args: argparse.Namespace) -> Plan:
     unknown = set(args.scenarios or ()) - set(SCENARIOS)
     if unknown:
         raise SystemExit(f"unknown scenarios: {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
+    if args.replicas is not None and args.replicas < 1:
+        raise SystemExit("--replicas must be at least 1")
     plan = QUICK if args.quick else FULL
     overrides = {
         "count": args.count,
@@ -52,6 +60,8 @@ def plan_from(args: argparse.Namespace) -> Plan:
         "soak_seconds": args.soak or None,
         "profile_seconds": args.profile or None,
         "scenarios": args.scenarios,
+        "replicas": args.replicas,
+        "webhook_concurrency": args.webhook_concurrency,
     }
     return dataclasses.replace(plan, **{k: v for k, v in overrides.items() if v is not None})
 

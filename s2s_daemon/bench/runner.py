@@ -3,7 +3,12 @@
 Order (each scenario drives load from a separate ``bench.load`` process):
 
 1. nx-27017, the demo downstreams, the daemon (start -> ``/readyz`` 200 is timed), the reference app.
-2. ``max``        service-a commands, ``inflight`` in flight, on the daemon.
+2. ``max``        service-a commands, ``inflight`` in flight, on the daemon (on ``replicas`` daemons sharing
+                  one namespace when ``--replicas N`` > 1).
+   ``replicas``   the same load on 2 daemons sharing one namespace (same AMQP prefix, Redis key prefix and
+                  outbox database, own sidecar ports) competing on the same queues: combined commands/s,
+                  CPU per daemon, duplicate effects at the demo service-a and lost commands (skipped when
+                  ``max`` already ran on several replicas).
 3. ``reference``  the same load on the bare FastStream reference.
 4. ``rate``       service-a commands offered at ``rate``/s: latency and outbox lag (from /metrics).
    ``rate-low``   the same at ``low_rate``/s, well below saturation: the latency floor.
@@ -11,6 +16,8 @@ Order (each scenario drives load from a separate ``bench.load`` process):
                   measured max), sampling the daemon's RSS every 5 s.
 6. ``profile``    optional: max load with py-spy attached to the daemon.
 7. ``iso-healthy`` service-a at max while service-b commands arrive at ``iso_b_rate``/s, both healthy.
+   ``webhook``    signed Standard Webhooks deliveries (source ``acme``) POSTed ``webhook_concurrency`` at a
+                  time to the daemon's sidecar by ``bench.webhook_load``: requests/s, latency, every answer 2xx.
 8. ``iso-dead``   the same on a second daemon whose service-b points at a dead port.
 """
 
@@ -47,6 +54,7 @@ from s2s_daemon.bench.harness import (
 from s2s_daemon.bench.procstat import find_pids_by_name
 from s2s_daemon.bench.report import bucket_delta, counter_total, histogram_quantile, parse_histogram
 from s2s_daemon.bench.spec import LoadSpec, StreamSpec
+from s2s_daemon.bench.webhook_load import WebhookSpec
 from s2s_daemon.embedded import EmbeddedMongo
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "config" / "example.yaml"
@@ -54,7 +62,8 @@ DOWNSTREAMS = ("service-a", "service-b")
 ROUTE_A = "service-a.create-resource"
 ROUTE_B = "service-b.get-resource"
 LAG_METRIC = "s2s_outbox_publish_lag_seconds"
-SCENARIOS = ("max", "reference", "rate", "iso")
+WEBHOOK_SOURCE = "acme"
+SCENARIOS = ("max", "replicas", "reference", "rate", "iso", "webhook")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +86,20 @@ class Plan:
     soak_seconds: float = 0.0
     profile_seconds: float = 0.0
     scenarios: tuple[str, ...] = SCENARIOS
+    replicas: int = 1  # daemons in the ``max`` run; 1 adds a separate 2-replica run (scenario ``replicas``)
+    webhook_count: int = 100_000
+    webhook_seconds: float = 3.0
+    webhook_concurrency: int = 32
+    webhook_warmup: int = 200
 
 
 # --quick is bounded by time (the daemon's speed changes as issues land), the full run by command counts
 QUICK = Plan("quick", count=100_000, seconds=4, warmup=50, inflight=200, rate=500, rate_seconds=1.5,
-             low_rate=50, low_seconds=2, iso_count=100_000, iso_seconds=3, iso_b_rate=50, reply_timeout=10)  # fmt: skip
+             low_rate=50, low_seconds=2, iso_count=100_000, iso_seconds=3, iso_b_rate=50, reply_timeout=10,
+             webhook_count=100_000, webhook_seconds=3)  # fmt: skip
 FULL = Plan("full", count=20_000, seconds=0, warmup=1000, inflight=200, rate=500, rate_seconds=20,
-            low_rate=50, low_seconds=20, iso_count=5000, iso_seconds=0, iso_b_rate=100, reply_timeout=120)  # fmt: skip
+            low_rate=50, low_seconds=20, iso_count=5000, iso_seconds=0, iso_b_rate=100, reply_timeout=120,
+            webhook_count=20_000, webhook_seconds=0, webhook_warmup=1000)  # fmt: skip
 
 
 class Bench:
@@ -136,7 +152,16 @@ class Bench:
         on_daemon: dict[str, Any] = {"serving": [daemon], "sidecar": sidecar}
 
         if "max" in wanted:
-            scenarios["max"] = self._load("max", self.ns.commands_exchange, [a_max], warmup=p.warmup, **on_daemon)
+            extra = self._start_replicas(p.replicas)
+            serving = [daemon, *extra]
+            scenarios["max"] = self._max_run("max", a_max, serving, sidecar)
+            for proc in extra:
+                proc.stop()
+        if "replicas" in wanted and p.replicas == 1:
+            extra = self._start_replicas(2)
+            scenarios["replicas"] = self._max_run("replicas", a_max, [daemon, *extra], sidecar)
+            for proc in extra:
+                proc.stop()
         if reference is not None:
             scenarios["reference"] = self._load(
                 "reference", self.ref_exchange, [a_max], warmup=p.warmup, serving=[reference]
@@ -161,6 +186,8 @@ class Bench:
             scenarios["iso-healthy"] = self._load(
                 "iso-healthy", self.ns.commands_exchange, mixed, warmup=p.warmup, **on_daemon
             )
+        if "webhook" in wanted:
+            scenarios["webhook"] = self._webhooks(daemon, sidecar)
         # one daemon at a time: the second must not share the two cores with an idle-but-alive first
         daemon.stop()
         self.results["daemon_final"] = asdict(daemon.last_sample) if daemon.last_sample else None
@@ -238,7 +265,87 @@ class Bench:
         self.log(f"bench: reference pid {proc.pid} ready in {time.perf_counter() - proc.started_at:.2f}s")
         return proc
 
+    def _start_replicas(self, total: int) -> list[ManagedProcess]:
+        """``total - 1`` more daemons in the main namespace: same queues, Redis keys and outbox database."""
+        return [self._start_daemon(f"daemon-r{i}", self.ns, dead_b=False)[0] for i in range(2, total + 1)]
+
+    def _demo_a(self, path: str, *, post: bool = False) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.port_a}{path}"
+        response = httpx.post(url, timeout=10) if post else httpx.get(url, timeout=10)
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
     # scenarios -------------------------------------------------------------------------------------
+    def _max_run(self, name: str, stream: StreamSpec, serving: list[ManagedProcess], sidecar: str) -> dict[str, Any]:
+        """Max throughput on one or more daemons, with the guarantees checked at the demo service-a.
+
+        The demo forgets everything first, so its counters after the run cover exactly this run's commands
+        (warm-up included). Several replicas: the outbox lag is not scraped (each sidecar sees only its share).
+        """
+        self._demo_a("/_reset", post=True)
+        result = self._load(
+            name,
+            self.ns.commands_exchange,
+            [stream],
+            warmup=self.plan.warmup,
+            serving=serving,
+            sidecar=sidecar if len(serving) == 1 else None,
+        )
+        result["replicas"] = len(serving)
+        result["guarantees"] = guarantees(result, self._demo_a("/_stats"), self.plan.warmup)
+        g = result["guarantees"]
+        self.log(
+            f"bench:   {name}: {len(serving)} daemon(s), duplicate effects {g['duplicate_effects']}, "
+            f"lost {g['lost']}, downstream re-calls {g['downstream_recalls']}, duplicated replies "
+            f"{g['duplicated_replies']}"
+        )
+        return result
+
+    def _webhooks(self, daemon: ManagedProcess, sidecar: str) -> dict[str, Any]:
+        """Signed deliveries to ``POST /api/webhooks/acme`` from a separate process; outbox lag from /metrics."""
+        p = self.plan
+        example = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+        secret = example["webhooks"][WEBHOOK_SOURCE]["secrets"][0]
+        spec = WebhookSpec(
+            f"{sidecar}/api/webhooks/{WEBHOOK_SOURCE}",
+            secret,
+            concurrency=p.webhook_concurrency,
+            count=p.webhook_count,
+            seconds=p.webhook_seconds,
+            warmup=p.webhook_warmup,
+            watch=self._watch(),
+        )
+        before = _scrape(sidecar)
+        self.log("bench: scenario webhook ...")
+        result = self._run_loadgen("webhook", python_module("s2s_daemon.bench.webhook_load", spec.to_json()), [daemon])
+        after = _scrape_settled(sidecar, before, p.webhook_warmup + result["accepted_202"])
+        result["outbox"] = _metrics_stats(before, after)
+        lat = result["latency"]
+        self.log(
+            f"bench:   webhook: {result['throughput_per_s'] or 0:,.0f}/s, p50 {_ms(lat['p50_ms'])}, "
+            f"p99 {_ms(lat['p99_ms'])}, {result['ok_2xx']}/{result['requests']} 2xx, statuses {result['statuses']}"
+        )
+        return result
+
+    def _run_loadgen(
+        self, name: str, argv: list[str], serving: list[ManagedProcess], on_started: Any = None
+    ) -> dict[str, Any]:
+        """Run one load generator to its end, watching the served processes; its last JSON line is the result."""
+        proc = self._spawn(f"load-{name}", argv)
+        if on_started is not None:
+            on_started(proc)
+        while proc.alive():
+            for p in serving:
+                p.check_alive()
+            time.sleep(0.1)
+        code = proc.stop()
+        if code != 0:
+            raise RuntimeError(f"load generator for {name} exited with {code}:\n{proc.tail()}")
+        lines = [line for line in proc.log_path.read_text().splitlines() if line.startswith("{")]
+        result: dict[str, Any] = orjson.loads(lines[-1])
+        return result
+
     def _watch(self) -> dict[str, int]:
         """Every long-running process of ours that is alive, plus the shared RabbitMQ and Redis (read only)."""
         watch = {p.name: p.pid for p in self.procs if p.alive() and not p.name.startswith("load-")}
@@ -276,18 +383,8 @@ class Bench:
         )
         before = _scrape(sidecar) if sidecar else None
         self.log(f"bench: scenario {name} ...")
-        proc = self._spawn(f"load-{name}", python_module("s2s_daemon.bench.load", spec.to_json()))
-        if on_started is not None:
-            on_started(proc)
-        while proc.alive():
-            for p in serving:
-                p.check_alive()
-            time.sleep(0.1)
-        code = proc.stop()
-        if code != 0:
-            raise RuntimeError(f"load generator for {name} exited with {code}:\n{proc.tail()}")
-        lines = [line for line in proc.log_path.read_text().splitlines() if line.startswith("{")]
-        result: dict[str, Any] = orjson.loads(lines[-1])
+        argv = python_module("s2s_daemon.bench.load", spec.to_json())
+        result = self._run_loadgen(name, argv, serving, on_started)
         if sidecar is not None and before is not None:
             replies = sum(s["replies"] for s in result["streams"])
             after = _scrape_settled(sidecar, before, replies)
@@ -413,6 +510,32 @@ def _metrics_stats(before: str, after: str) -> dict[str, Any]:
         "published": published,
         "publish_failures": counter_total(after, "s2s_outbox_publish_failures_total")
         - counter_total(before, "s2s_outbox_publish_failures_total"),
+    }
+
+
+def guarantees(result: dict[str, Any], demo_stats: dict[str, Any], warmup: int) -> dict[str, Any]:
+    """Duplicate effects and lost commands of one max run, from the load generator and the demo's /_stats.
+
+    The demo applies one effect per new Idempotency-Key, so ``effects - distinct keys`` counts effects
+    applied without (or beyond) a key. Effects beyond the commands answered "succeeded" (warm-up included)
+    are effects nobody was told about (a failed reply after a successful call). A re-call (the same key
+    twice at the demo) is allowed by the contract (the key makes it harmless) and is reported apart.
+    Lost: published and confirmed, but no reply within the reply timeout.
+    """
+    streams = result.get("streams", [])
+    succeeded = sum(s["succeeded"] for s in streams)
+    effects, calls, distinct = int(demo_stats["effects"]), int(demo_stats["calls"]), int(demo_stats["distinct_keys"])
+    return {
+        "effects": effects,
+        "calls": calls,
+        "distinct_keys": distinct,
+        "expected_effects": warmup + succeeded,
+        "duplicate_effects": effects - distinct,
+        "effects_beyond_successes": effects - (warmup + succeeded),
+        "downstream_recalls": calls - distinct,
+        "lost": sum(s["missing"] for s in streams),
+        "publish_errors": sum(s["publish_errors"] for s in streams),
+        "duplicated_replies": int(result.get("stray_replies", 0)),
     }
 
 

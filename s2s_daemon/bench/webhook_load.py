@@ -1,0 +1,170 @@
+"""The webhook load generator, run as its own process: ``python -m s2s_daemon.bench.webhook_load '<JSON>'``.
+
+POSTs Standard Webhooks v1 deliveries, signed by the third-party ``standardwebhooks`` library (not by our
+own verifier's code), to ``POST /api/webhooks/<source>`` with a unique ``webhook-id`` each, ``concurrency``
+requests in flight over one aiohttp session. Measures requests/s and latency (from just before the request
+is sent to the end of the response body) and counts the answers by status: every answer must be 2xx (202 for
+a new delivery; 200 would mean the daemon took a fresh id for a replay). Signing happens before the clock
+starts for each request, so the generator's own HMAC cost is not in the latency. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import resource
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import orjson
+
+from s2s_daemon.bench.load import _process_deltas
+from s2s_daemon.bench.procstat import ProcSample, machine_sample, sample
+from s2s_daemon.bench.report import latency_summary
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSpec:
+    url: str  # http://127.0.0.1:<port>/api/webhooks/<source>
+    secret: str  # whsec_<base64>, the source's Standard Webhooks secret
+    concurrency: int
+    count: int  # deliveries to send (upper bound when ``seconds`` > 0)
+    seconds: float = 0.0  # > 0: stop sending after this long
+    warmup: int = 0  # deliveries sent and awaited first, not measured
+    event_type: str = "bench.ping"
+    timeout: float = 30.0
+    watch: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> WebhookSpec:
+        return cls(**json.loads(text))
+
+
+class WebhookLoad:
+    def __init__(self, spec: WebhookSpec) -> None:
+        from standardwebhooks.webhooks import Webhook
+
+        self.spec = spec
+        self._signer = Webhook(spec.secret)
+        self._run = uuid.uuid4().hex[:8]
+        self._ids = itertools.count()
+        self.statuses: Counter[int] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.latencies: list[float] = []
+        self.duplicates = 0
+
+    def _delivery(self) -> tuple[bytes, dict[str, str]]:
+        n = next(self._ids)
+        delivery_id = f"msg_{self._run}_{n}"
+        body = orjson.dumps({"type": self.spec.event_type, "data": {"n": n, "run": self._run}})
+        now = datetime.now(tz=UTC)
+        signature = self._signer.sign(delivery_id, now, body.decode())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": delivery_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signature,
+        }
+        return body, headers
+
+    async def _one(self, session: aiohttp.ClientSession, measured: bool) -> None:
+        body, headers = self._delivery()
+        started = time.perf_counter()
+        try:
+            async with session.post(self.spec.url, data=body, headers=headers) as response:
+                answer = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if measured:
+                self.errors[type(exc).__name__] += 1
+            return
+        elapsed = time.perf_counter() - started
+        if not measured:
+            return
+        self.statuses[status] += 1
+        self.latencies.append(elapsed)
+        if status == 200 and b'"duplicate":true' in answer.replace(b" ", b""):
+            self.duplicates += 1
+
+    async def _drive(self, session: aiohttp.ClientSession, count: int, seconds: float, measured: bool) -> float:
+        slots = asyncio.Semaphore(self.spec.concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        started = time.perf_counter()
+        stop_at = started + seconds if seconds > 0 else None
+        for _ in range(count):
+            if stop_at is not None and time.perf_counter() >= stop_at:
+                break
+            await slots.acquire()
+            task = asyncio.create_task(self._one(session, measured))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            task.add_done_callback(lambda _: slots.release())
+        while tasks:
+            await asyncio.gather(*list(tasks))
+        return time.perf_counter() - started
+
+    async def run(self) -> dict[str, Any]:
+        connector = aiohttp.TCPConnector(limit=self.spec.concurrency, force_close=False)
+        timeout = aiohttp.ClientTimeout(total=self.spec.timeout)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            if self.spec.warmup:
+                await self._drive(session, self.spec.warmup, 0.0, measured=False)
+            before = self._sample_watched()
+            elapsed = await self._drive(session, self.spec.count, self.spec.seconds, measured=True)
+            after = self._sample_watched()
+        answered = sum(self.statuses.values())
+        ok = sum(n for status, n in self.statuses.items() if 200 <= status < 300)
+        return {
+            "url": self.spec.url,
+            "concurrency": self.spec.concurrency,
+            "requests": answered + sum(self.errors.values()),
+            "answered": answered,
+            "ok_2xx": ok,
+            "accepted_202": self.statuses.get(202, 0),
+            "duplicates": self.duplicates,
+            "not_2xx": answered - ok,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "errors": dict(self.errors),
+            "elapsed_s": elapsed,
+            "throughput_per_s": answered / elapsed if elapsed > 0 else None,
+            "latency": latency_summary(self.latencies),
+            "processes": _process_deltas(before, after, elapsed),
+        }
+
+    def _sample_watched(self) -> dict[str, ProcSample | None]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        own = ProcSample(usage.ru_utime + usage.ru_stime, 0.0, usage.ru_maxrss / 1024)
+        return {"loadgen": own, "machine": machine_sample()} | {
+            name: sample(pid) for name, pid in self.spec.watch.items()
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m s2s_daemon.bench.webhook_load '<WebhookSpec JSON>'", file=sys.stderr)
+        return 2
+    spec = WebhookSpec.from_json(args[0])
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # pragma: no cover - optional speed-up
+        pass
+    result = asyncio.run(WebhookLoad(spec).run())
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""The replicas and webhook scenarios of `make bench`: their guarantees arithmetic, rows and signed deliveries."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from starlette.datastructures import Headers
+
+from s2s_daemon.bench.cli import build_parser, plan_from
+from s2s_daemon.bench.runner import EXAMPLE_CONFIG, QUICK, WEBHOOK_SOURCE, guarantees
+from s2s_daemon.bench.summary import target_rows
+from s2s_daemon.bench.webhook_load import WebhookLoad, WebhookSpec
+from s2s_daemon.http.webhooks import WebhookSourceSettings, build_verifier
+
+
+def _stream(tput: float, succeeded: int = 100, missing: int = 0) -> dict[str, Any]:
+    return {"throughput_per_s": tput, "succeeded": succeeded, "failed": 0, "missing": missing, "publish_errors": 0}
+
+
+def test_guarantees_count_duplicate_effects_and_lost_commands() -> None:
+    """Effects beyond distinct keys are duplicates; a command without a reply is lost; re-calls are apart."""
+    result = {"streams": [_stream(1.0, succeeded=98, missing=2)], "stray_replies": 1}
+    got = guarantees(result, {"effects": 111, "calls": 115, "distinct_keys": 110}, warmup=10)
+    assert got["duplicate_effects"] == 1
+    assert got["effects_beyond_successes"] == 3
+    assert got["downstream_recalls"] == 5
+    assert got["lost"] == 2
+    assert got["duplicated_replies"] == 1
+
+
+def test_clean_run_has_no_duplicates_and_nothing_lost() -> None:
+    """Every command answered once, one effect per key: all counters are zero."""
+    got = guarantees({"streams": [_stream(1.0)]}, {"effects": 150, "calls": 150, "distinct_keys": 150}, warmup=50)
+    counters = ("duplicate_effects", "lost", "downstream_recalls", "effects_beyond_successes")
+    assert [got[name] for name in counters] == [0, 0, 0, 0]
+
+
+def _clean(processes: dict[str, Any] | None = None) -> dict[str, Any]:
+    g = {"duplicate_effects": 0, "lost": 0, "effects": 10, "distinct_keys": 10, "downstream_recalls": 0}
+    return {"streams": [_stream(1400.0)], "replicas": 2, "guarantees": g, "processes": processes or {}}
+
+
+def test_replicas_row_reports_the_combined_rate_and_cpu_per_daemon() -> None:
+    """The 2-replica row gives the combined rate, its ratio to one daemon, each daemon's CPU and the counters."""
+    procs = {"daemon": {"cpu_pct_of_core": 90.0}, "daemon-r2": {"cpu_pct_of_core": 85.0}}
+    results = {"scenarios": {"max": {"streams": [_stream(700.0)]}, "replicas": _clean(procs)}}
+    row = next(r for r in target_rows(results) if "replicas" in r.measure)
+    assert row.measure == "end-to-end commands/s, 2 replicas"
+    assert row.measured == "1,400/s"
+    assert row.notes.startswith("met")
+    assert "2.00x of one daemon" in row.notes
+    assert "daemon 90%, daemon-r2 85%" in row.notes
+    assert "duplicate effects 0" in row.notes
+    assert "lost 0" in row.notes
+
+
+def test_replicas_row_misses_on_a_duplicate_effect_even_when_fast() -> None:
+    """Speed does not count when a guarantee broke."""
+    scenario = _clean()
+    scenario["guarantees"]["duplicate_effects"] = 1
+    row = next(r for r in target_rows({"scenarios": {"replicas": scenario}}) if "replicas" in r.measure)
+    assert row.notes.startswith("MISSED")
+
+
+def test_replicas_row_reads_the_max_run_under_replicas_n() -> None:
+    """With --replicas 3 the max run itself is the multi-daemon run."""
+    scenario = _clean()
+    scenario["replicas"] = 3
+    row = next(r for r in target_rows({"scenarios": {"max": scenario}}) if "replicas" in r.measure)
+    assert row.measure == "end-to-end commands/s, 3 replicas"
+
+
+def test_webhook_row_needs_rate_latency_and_every_answer_2xx() -> None:
+    """The webhook row is met only with the rate, the p99 and no non-2xx answer."""
+    webhook = {
+        "throughput_per_s": 1600.0,
+        "latency": {"p50_ms": 8.0, "p99_ms": 18.0},
+        "requests": 1000,
+        "ok_2xx": 1000,
+        "accepted_202": 1000,
+        "statuses": {"202": 1000},
+        "errors": {},
+        "concurrency": 32,
+        "outbox": {"lag_p99_ms": 12.0},
+    }
+    row = next(r for r in target_rows({"scenarios": {"webhook": webhook}}) if r.measure.startswith("webhook"))
+    assert row.measured == "1,600/s, p50 8.0 ms, p99 18.0 ms"
+    assert row.notes.startswith("met")
+    webhook |= {"ok_2xx": 999, "statuses": {"202": 999, "503": 1}}
+    row = next(r for r in target_rows({"scenarios": {"webhook": webhook}}) if r.measure.startswith("webhook"))
+    assert row.notes.startswith("MISSED")
+
+
+def test_generated_deliveries_pass_the_daemons_verifier() -> None:
+    """Deliveries signed by the standardwebhooks library verify with the example config's acme source."""
+    example = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    source = example["webhooks"][WEBHOOK_SOURCE]
+    verifier = build_verifier(WebhookSourceSettings.model_validate(source))
+    load = WebhookLoad(WebhookSpec("http://127.0.0.1:1/api/webhooks/acme", source["secrets"][0], 4, 10))
+    seen = set()
+    for _ in range(3):
+        body, headers = load._delivery()
+        verified = verifier.verify(body, Headers(headers), now=time.time())
+        assert verified.event_type == "bench.ping"
+        seen.add(verified.delivery_id)
+    assert len(seen) == 3
+
+
+def test_webhook_spec_round_trips_through_json() -> None:
+    """The webhook load generator gets its spec as JSON on the command line."""
+    spec = WebhookSpec("http://x/api/webhooks/acme", "whsec_eA==", 8, 100, seconds=2.0, watch={"daemon": 1})
+    assert WebhookSpec.from_json(spec.to_json()) == spec
+
+
+def test_quick_plan_includes_the_replicas_and_webhook_runs(tmp_path: Path) -> None:
+    """--quick runs one daemon in max plus a separate 2-replica run; --replicas N puts N daemons in max."""
+    plan = plan_from(build_parser().parse_args(["--quick", "--dir", str(tmp_path)]))
+    assert plan.replicas == 1
+    assert {"replicas", "webhook"} <= set(plan.scenarios) == set(QUICK.scenarios)
+    assert plan_from(build_parser().parse_args(["--replicas", "3"])).replicas == 3
