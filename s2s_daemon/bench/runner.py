@@ -94,9 +94,9 @@ class Plan:
 
 
 # --quick is bounded by time (the daemon's speed changes as issues land), the full run by command counts
-QUICK = Plan("quick", count=100_000, seconds=4, warmup=50, inflight=200, rate=500, rate_seconds=1.5,
-             low_rate=50, low_seconds=2, iso_count=100_000, iso_seconds=3, iso_b_rate=50, reply_timeout=10,
-             webhook_count=100_000, webhook_seconds=3)  # fmt: skip
+QUICK = Plan("quick", count=100_000, seconds=3.5, warmup=50, inflight=200, rate=500, rate_seconds=1.5,
+             low_rate=50, low_seconds=2, iso_count=100_000, iso_seconds=2.5, iso_b_rate=50, reply_timeout=10,
+             webhook_count=100_000, webhook_seconds=2.5, webhook_warmup=100)  # fmt: skip
 FULL = Plan("full", count=20_000, seconds=0, warmup=1000, inflight=200, rate=500, rate_seconds=20,
             low_rate=50, low_seconds=20, iso_count=5000, iso_seconds=0, iso_b_rate=100, reply_timeout=120,
             webhook_count=20_000, webhook_seconds=0, webhook_warmup=1000)  # fmt: skip
