@@ -308,7 +308,7 @@ async def test_replay_library_limit_counts_add_up(ns: Namespace) -> None:
 async def test_ctrl_c_mid_replay_loses_and_duplicates_nothing(ns: Namespace) -> None:
     """SIGINT during a long replay: exit 130 after the batch in hand; DLQ + commands == sent, no id in both,
     the DLQ keeps its order."""
-    sent = await dead_letter(ns, 3000)
+    sent = await dead_letter(ns, 2000)
     proc = start_cli(ns.prefix, "replay", "--batch", "5", "--json")
     await wait_for(lambda: _commands_at_least(ns, 50), timeout=30, interval=0.01)
     proc.send_signal(signal.SIGINT)
@@ -316,7 +316,7 @@ async def test_ctrl_c_mid_replay_loses_and_duplicates_nothing(ns: Namespace) -> 
     assert proc.returncode == 130, err
     report = orjson.loads(out)
     assert report["interrupted"] is True
-    assert 0 < report["replayed"] < 3000
+    assert 0 < report["replayed"] < 2000
 
     replayed = [m.message_id for m in await take_all(ns.topology.command_queue_name("service-a"))]
     left = [m.message_id for m in await take_all(ns.dlq)]
@@ -328,14 +328,14 @@ async def test_ctrl_c_mid_replay_loses_and_duplicates_nothing(ns: Namespace) -> 
 async def test_sigkill_mid_replay_loses_nothing_and_duplicates_at_most_one_batch(ns: Namespace) -> None:
     """SIGKILL during a replay: every message is somewhere; a copy in both places only within the batch in hand,
     with the same idempotency key (the daemon dedupes it); the DLQ keeps its order."""
-    sent = await dead_letter(ns, 3000)
+    sent = await dead_letter(ns, 2000)
     batch = 5
     proc = start_cli(ns.prefix, "replay", "--batch", str(batch))
     await wait_for(lambda: _commands_at_least(ns, 200), timeout=30, interval=0.01)
     proc.kill()
     await asyncio.to_thread(proc.communicate, timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    await wait_for(lambda: _depth_is_total(ns, 3000, batch), timeout=10)
+    await wait_for(lambda: _depth_is_total(ns, 2000, batch), timeout=10)
 
     replayed = [m.message_id for m in await take_all(ns.topology.command_queue_name("service-a"))]
     left = [m.message_id for m in await take_all(ns.dlq)]
