@@ -23,6 +23,7 @@ class OutboxStatus(StrEnum):
 
 
 class OutboxDocument(Document):
+    id: str | None = Field(default=None, description="The key again: lookups by key use the primary index.")  # type: ignore[assignment]
     key: str = Field(description="Unique: 'cmd:<downstream>:<idempotency key>' or 'wh:<service>:<delivery id>'.")
     kind: Literal["command", "webhook"]
     fingerprint: str
