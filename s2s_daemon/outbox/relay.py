@@ -36,6 +36,7 @@ log = get_logger("s2s.outbox")
 PublishFn = Callable[[dict[str, Any]], Awaitable[None]]
 
 _SWEEP_EVERY_S = 60.0
+_FAST_BATCHES_IN_FLIGHT = 4
 _BACKLOG_EVERY_S = 15.0  # count_documents is slow on nx-27017 with many sent documents
 _BROKER_DOWN_RETRY_S = (0.5, 1.5)  # while the broker is unreachable: try again this soon, no attempt charged
 
@@ -108,10 +109,7 @@ class Relay:
                     await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval)
             self._wake.clear()
             try:
-                while self._inbox:
-                    batch = self._inbox[: self._settings.batch_size]
-                    del self._inbox[: len(batch)]
-                    await self._publish_batch(batch, self._fast_token)
+                await self._drain_inbox()
                 if self._stopping:
                     return
                 mono = time.monotonic()
@@ -135,6 +133,23 @@ class Relay:
                 await asyncio.sleep(min(self._settings.poll_interval, 1.0))
 
     # one round -----------------------------------------------------------------------------------
+    async def _drain_inbox(self) -> None:
+        """Publish what this process wrote, several batches in flight: a batch waits on confirms and on its
+        mark-sent update, and new documents keep arriving meanwhile."""
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while self._inbox or in_flight:
+                while self._inbox and len(in_flight) < _FAST_BATCHES_IN_FLIGHT:
+                    batch = self._inbox[: self._settings.batch_size]
+                    del self._inbox[: len(batch)]
+                    in_flight.add(asyncio.create_task(self._publish_batch(batch, self._fast_token)))
+                done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # a store error ends the round; the documents' leases bring them back
+        finally:
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
+
     async def relay_once(self) -> int:
         """Claim one batch and publish it; returns how many documents were claimed."""
         batch, token = await self.claim()
