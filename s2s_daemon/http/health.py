@@ -7,10 +7,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from s2s_daemon.resilience.breaker import BreakerState, CircuitBreaker
 
+T = TypeVar("T")
 Status = Literal["pass", "warn", "fail"]
 _ORDER = {"pass": 0, "warn": 1, "fail": 2}
 
@@ -43,11 +44,27 @@ class HealthReport:
         return {"status": self.status, "serviceId": service_id, "version": version, "checks": self.checks}
 
 
+async def wait_uncancelled(awaitable: Awaitable[T], timeout: float) -> T:
+    """Wait at most ``timeout`` seconds for ``awaitable`` but never cancel it: on timeout it runs on, ended by its
+    client's own timeouts (server selection, socket). Cancelling a pymongo call that waits for a server or a pooled
+    connection can corrupt the client's internal lock on Python 3.11 (pymongo waits on its Condition through
+    ``asyncio.wait_for``); every later MongoDB call then hangs. Found by the chaos suite: a replica whose health
+    ping timed out wedged with 100 unacked commands."""
+    task = asyncio.ensure_future(awaitable)
+    task.add_done_callback(_retrieve)
+    return await asyncio.wait_for(asyncio.shield(task), timeout)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # an abandoned call's error is already reported as a failed check
+
+
 async def ping_check(ping: Callable[[], Awaitable[Any]], timeout: float = 1.0) -> CheckResult:
-    """Time a ping; fail with a short reason on error or timeout."""
+    """Time a ping; fail with a short reason on error or timeout (a timed-out ping is abandoned, not cancelled)."""
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(ping(), timeout)
+        await wait_uncancelled(ping(), timeout)
     except TimeoutError:
         return CheckResult("fail", f"no answer within {timeout:g}s")
     except Exception as exc:
@@ -93,7 +110,7 @@ def backlog_check(count: Callable[[], Awaitable[int]], warn_above: int, timeout:
 
     async def check() -> CheckResult:
         try:
-            backlog = await asyncio.wait_for(count(), timeout)
+            backlog = await wait_uncancelled(count(), timeout)
         except Exception as exc:
             return CheckResult("warn", f"cannot count the backlog: {type(exc).__name__}"[:200])
         if backlog > warn_above:

@@ -18,6 +18,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from s2s_daemon.http.health import wait_uncancelled
 from s2s_daemon.observability.metrics import Metrics
 from s2s_daemon.resilience.breaker import CircuitBreaker
 
@@ -73,7 +74,7 @@ class StatusBoard:
             depths = await asyncio.gather(*(self._queue_depth(self._queues[n]) for n in names))
             dlq_depth = await self._queue_depth(self._dlq)
             try:
-                outbox: dict[str, int] | None = await asyncio.wait_for(self._outbox_counts(), 2.0)
+                outbox: dict[str, int] | None = await wait_uncancelled(self._outbox_counts(), 2.0)
             except Exception:
                 outbox = None
             body = {
