@@ -19,6 +19,7 @@ from collections.abc import Awaitable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+import aiormq
 import stamina
 from beanie import init_beanie
 from faststream import AckPolicy
@@ -26,7 +27,7 @@ from faststream.rabbit import Channel, RabbitBroker
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from s2s_daemon.errors import DependencyUnavailable
+from s2s_daemon.errors import ConfigError, DependencyUnavailable
 from s2s_daemon.http.app import SidecarContext, create_app
 from s2s_daemon.http.health import CheckResult, HealthCheck, backlog_check, breaker_check, ping_check, run_checks
 from s2s_daemon.http.server import SidecarServer
@@ -184,7 +185,14 @@ class Daemon:
 
         rabbit_url = s.rabbitmq_url.get_secret_value()
         await self._require("rabbitmq", rabbit_url, self.broker.connect())
-        await self.topology.declare(self.broker)
+        try:
+            await self.topology.declare(self.broker)
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise ConfigError(
+                f"RabbitMQ refused the topology: {exc}. A queue or exchange with this name exists with other "
+                "arguments (e.g. an older amqp.delivery_limit): delete it after draining it, or set the setting "
+                "to the existing value, or use another amqp.prefix"
+            ) from None
         # FastStream's declarer caches queue objects by name together with the channel that declared them (here
         # the default channel): forget them, or every subscriber consumes on the default channel without its
         # prefetch, i.e. unbounded, and a drain would have the whole backlog in flight.

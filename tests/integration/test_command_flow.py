@@ -120,3 +120,25 @@ async def test_commands_are_handled_concurrently(daemon: Daemon, demo: DemoServi
     assert len(replies) == 20
     assert demo.a.peak_in_flight > 1
     assert await queue_depth(daemon.topology.command_queue_name("service-a")) == 0
+
+
+async def test_existing_queue_with_other_arguments_is_a_clear_config_error(
+    make_settings, cleanup_namespace: None, run_id: str
+) -> None:
+    """A command queue left with another x-delivery-limit stops the start with a ConfigError naming it."""
+    import aio_pika
+
+    from s2s_daemon.errors import ConfigError
+    from tests.support import RABBITMQ_URL
+
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue(
+            f"{run_id}.service-a.commands",
+            durable=True,
+            arguments={"x-queue-type": "quorum", "x-delivery-limit": 5, "x-dead-letter-exchange": f"{run_id}.dlx"},
+        )
+    with pytest.raises(ConfigError, match="x-delivery-limit"):
+        async with Daemon(make_settings()):
+            pass
