@@ -30,7 +30,7 @@ from typing import Any
 
 from s2s_daemon.chaos.producer import Journal
 
-__all__ = ["Counters", "FaultWindow", "count", "percentile", "recovery_seconds"]
+__all__ = ["Counters", "FaultWindow", "count", "latencies", "percentile", "recovery_seconds", "sum_counters"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +151,22 @@ def count(journal: Journal, demo_stats: dict[str, Any] | None, faults: list[Faul
         recover_s=recovery_seconds(answer_times, faults),
         drain_s=drain,
     )
+
+
+def sum_counters(parts: list[Counters]) -> Counters:
+    """Counters of consecutive phases added up (recovery and drain times: the worst phase's)."""
+    if not parts:
+        raise ValueError("nothing to add up")
+    times = {"recover_s", "drain_s"}
+    values: dict[str, Any] = {}
+    for name in Counters.__dataclass_fields__:
+        seen = [getattr(c, name) for c in parts]
+        if name in times:
+            present = [v for v in seen if v is not None]
+            values[name] = max(present) if present else None
+        else:
+            values[name] = sum(seen)
+    return Counters(**values)
 
 
 def latencies(journal: Journal, kind: str = "good") -> list[float]:

@@ -84,6 +84,7 @@ class Load:
         self.total = len(commands) + len(side or [])
         self.faults: list[FaultWindow] = []
         self.started = 0.0
+        self.counters: Counters | None = None  # set by whoever calls finish() and keeps the load
 
     def start(self) -> Load:
         self.started = time.monotonic()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from s2s_daemon.chaos.counters import FaultWindow, count, percentile, recovery_seconds
+from s2s_daemon.chaos.counters import FaultWindow, count, percentile, recovery_seconds, sum_counters
 from s2s_daemon.chaos.producer import Command, DeadLetter, Journal, Reply
 
 
@@ -76,3 +76,18 @@ def test_percentile_nearest_rank() -> None:
     assert percentile(list(range(1, 101)), 99) == 99
     assert percentile([0.5], 99) == 0.5
     assert percentile([], 50) is None
+
+
+def test_phases_add_up() -> None:
+    """Counters of consecutive phases sum; recovery and drain take the worst phase."""
+    journal = _journal(2)
+    for cid in ("c0", "c1"):
+        _publish(journal, cid)
+    journal.reply("c0", Reply(1.0, "succeeded", None, "m0"), redelivered=False)
+    one = count(journal, {"calls": 1, "effects": 1, "calls_by_key": {"c0": 1}}, [FaultWindow("f", 0.5, 0.6)])
+    two = count(journal, {"calls": 1, "effects": 1, "calls_by_key": {"c0": 1}}, [])
+    total = sum_counters([one, two])
+    assert (total.sent, total.replied, total.lost, total.effects) == (4, 2, 2, 2)
+    assert total.drain_s == one.drain_s
+    with pytest.raises(ValueError, match="nothing"):
+        sum_counters([])
