@@ -41,7 +41,7 @@ from s2s_daemon.messaging.topology import Topology
 from s2s_daemon.observability.logging import get_logger, redact_url
 from s2s_daemon.observability.metrics import Metrics
 from s2s_daemon.observability.sampler import StateSampler
-from s2s_daemon.outbox.documents import OutboxDocument
+from s2s_daemon.outbox.documents import OutboxDocument, count_in_status
 from s2s_daemon.outbox.relay import Relay
 from s2s_daemon.outbox.writer import OutboxWriter
 from s2s_daemon.resilience.client import DownstreamClient
@@ -341,10 +341,7 @@ class Daemon:
 
         async def outbox_counts() -> dict[str, int]:
             collection = OutboxDocument.get_pymongo_collection()
-            return {
-                status: await collection.count_documents({"status": status})
-                for status in ("pending", "publishing", "dead")
-            }
+            return {status: await count_in_status(collection, status) for status in ("pending", "publishing", "dead")}
 
         async def outbox_backlog() -> int:
             counts = await outbox_counts()

@@ -237,9 +237,11 @@ class Stack:
 
         client: MongoClient[dict[str, Any]] = MongoClient(self.mongo.uri, serverSelectionTimeoutMS=10_000)
         try:
-            collection = client[PREFIX]["outbox"]
+            # the count command, as the daemon does (see count_in_status): count_documents holds nx-27017 for
+            # a Python-side scan, stalling the daemons' writes while the harness looks
+            database = client[PREFIX]
             return {
-                status: collection.count_documents({"status": status})
+                status: int(database.command("count", "outbox", query={"status": status})["n"])
                 for status in ("pending", "publishing", "sent", "dead")
             }
         finally:

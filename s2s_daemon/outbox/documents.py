@@ -57,3 +57,15 @@ def command_key(downstream: str, key: str) -> str:
 
 def webhook_key(service: str, delivery_id: str) -> str:
     return f"wh:{service}:{delivery_id}"
+
+
+async def count_in_status(collection: Any, status: OutboxStatus | str) -> int:
+    """Documents in ``status``, with the ``count`` command rather than ``count_documents``.
+
+    Both are standard MongoDB and use the status index there; nx-27017 runs ``count_documents`` (an aggregation
+    with ``$group``) through a Python fallback that holds the store: measured 333 ms against 25 ms for the
+    ``count`` command over 20,000 documents, long enough to stall every command's outbox write behind it.
+    ``collection``: a PyMongo ``AsyncCollection``.
+    """
+    reply = await collection.database.command("count", collection.name, query={"status": str(status)})
+    return int(reply["n"])

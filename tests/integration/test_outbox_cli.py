@@ -168,3 +168,24 @@ async def test_a_running_relay_publishes_documents_moved_back_from_dead(
 
 async def _count(collection: Any, query: dict[str, Any], expected: int) -> bool:
     return bool(await collection.count_documents(query) == expected)
+
+
+async def test_count_in_status_counts_each_status_on_the_mongo_wire_server(
+    mongo_server: EmbeddedMongo, run_id: str
+) -> None:
+    """The backlog gauge's and /health's count (the ``count`` command) agrees with a plain scan, per status."""
+    from pymongo import AsyncMongoClient
+
+    from s2s_daemon.outbox.documents import OutboxStatus, count_in_status
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server.uri)
+    try:
+        collection = client[run_id]["outbox"]
+        statuses = ["pending"] * 3 + ["publishing"] * 2 + ["sent"] * 7 + ["dead"]
+        await collection.insert_many([outbox_document(f"c{i}", status=s) for i, s in enumerate(statuses)])
+        counted = {s.value: await count_in_status(collection, s) for s in OutboxStatus}
+        assert counted == {s.value: statuses.count(s.value) for s in OutboxStatus}
+        assert await count_in_status(collection, "no-such-status") == 0
+    finally:
+        await client.drop_database(run_id)
+        await client.close()
