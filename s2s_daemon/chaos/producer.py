@@ -41,7 +41,7 @@ class Command:
     id: str  # unique per command; the idempotency key of well-formed ones
     routing_key: str
     body: bytes
-    kind: str = "good"  # good | invalid-json | schema-violation | missing-key | too-large | unknown-route | ...
+    kind: str = "good"  # good | invalid-json | schema-violation | missing-key | too-large | over-broker-limit | ...
     key: str | None = None  # AMQP message_id: the idempotency key; None sends none
     headers: dict[str, Any] = field(default_factory=dict)
 
@@ -77,6 +77,7 @@ class Record:
     first_attempt: float | None = None
     confirmed_at: float | None = None
     indeterminate: bool = False
+    error: str | None = None  # why the publish broke off (e.g. the broker refused it), when it did
 
 
 class Journal:
@@ -106,8 +107,10 @@ class Journal:
 
     def broke(self, cid: str, error: BaseException) -> None:
         with self._lock:
+            text = f"{type(error).__name__}: {error}"[:200]
             self.records[cid].indeterminate = True
-            self.publish_errors.append(f"{type(error).__name__}: {error}"[:200])
+            self.records[cid].error = text
+            self.publish_errors.append(text)
 
     def reply(self, cid: str | None, reply: Reply, redelivered: bool) -> None:
         with self._lock:

@@ -241,7 +241,13 @@ EXPECTED_REASON = {
 }
 
 
-def poison_commands(mix: dict[str, int], big_bytes: int) -> list[Command]:
+# refused by the broker itself (max_message_size in s2s_daemon/config/rabbitmq.conf): never reaches the daemon
+REFUSED_AT_PUBLISH = "over-broker-limit"
+
+
+def poison_commands(mix: dict[str, int], big_bytes: int, huge_bytes: int = 0) -> list[Command]:
+    """``too-large``: ``big_bytes`` bodies (over the daemon's limit, under the broker's); ``over-broker-limit``:
+    ``huge_bytes`` bodies, over the broker's max_message_size."""
     out = []
     for kind, n in mix.items():
         for i in range(n):
@@ -256,6 +262,8 @@ def poison_commands(mix: dict[str, int], big_bytes: int) -> list[Command]:
                 key = None
             elif kind == "too-large":
                 body = orjson.dumps({"name": "x" * big_bytes})
+            elif kind == REFUSED_AT_PUBLISH:
+                body = orjson.dumps({"name": "x" * huge_bytes})
             elif kind == "unknown-route":
                 rk = "service-a.no-such-action"
             elif kind == "unroutable":
@@ -268,12 +276,14 @@ def poison_commands(mix: dict[str, int], big_bytes: int) -> list[Command]:
 
 def poison_mix(make_stack: StackFactory, p: Params, result: ScenarioResult) -> None:
     """Clean and poisoned phases alternate (``rounds`` of each, after a warm-up), so load from outside the
-    scenario weighs on both latency samples alike; the bad commands are spread over the poisoned phases."""
+    scenario weighs on both latency samples alike; the bad commands are spread over the poisoned phases.
+    Bodies over the broker's max_message_size must be refused at publish (the producer's channel closed with
+    406, its confirm failed) and reach no queue; every other bad command must reach the DLQ with its reason."""
     failing = {"retry": {"max_attempts": 3, "initial_delay": 0.05, "max_delay": 0.2}}
     options = StackOptions(failing=True, downstream_config={"failing": failing})
     rng = random.Random(p.get("seed"))
     rounds, per_round = p["rounds"], p["good"] // p["rounds"]
-    bad_all = _shuffled(poison_commands(p["mix"], p["big_bytes"]), rng)
+    bad_all = _shuffled(poison_commands(p["mix"], p["big_bytes"], p["huge_bytes"]), rng)
     with make_stack(options) as stack:
         result.details["stack"] = stack.timings
         _run_phase(stack, good_commands(p["warmup"], "warm"), [], p)
@@ -288,7 +298,13 @@ def poison_mix(make_stack: StackFactory, p: Params, result: ScenarioResult) -> N
         records = {cid: r for load in poison for cid, r in load.journal.records.items()}
         dead = {cid: ds for load in poison for cid, ds in load.journal.dead.items()}
         replies = {cid: rs for load in poison for cid, rs in load.journal.replies.items()}
-        bad = {cid: r.command.kind for cid, r in records.items() if r.command.kind != "good"}
+        bad = {cid: r.command.kind for cid, r in records.items() if r.command.kind not in ("good", REFUSED_AT_PUBLISH)}
+        refused = {cid: r for cid, r in records.items() if r.command.kind == REFUSED_AT_PUBLISH}
+        refused_ok = {
+            cid for cid, r in refused.items()
+            if r.confirmed_at is None and r.error and "larger than configured max size" in r.error
+            and cid not in dead and cid not in replies
+        }  # fmt: skip
         right_reason = {
             cid for cid, kind in bad.items() if any(d.reason == EXPECTED_REASON[kind] for d in dead.get(cid, []))
         }
@@ -311,6 +327,11 @@ def poison_mix(make_stack: StackFactory, p: Params, result: ScenarioResult) -> N
                 "clean": sum_counters([load.counters for load in clean if load.counters is not None]).as_dict(),
                 "bad_by_kind": dict(p["mix"]),
                 "bad_missing_or_wrong_reason": sorted(set(bad) - right_reason)[:20],
+                "refused_at_publish": {
+                    "expected": len(refused),
+                    "refused": len(refused_ok),
+                    "errors": sorted({r.error or "confirmed" for r in refused.values()})[:3],
+                },
                 "requeues_by_broker": loops,
                 "handler_errors": errors,
                 "good_p99_s": {"clean": _round(p99_clean), "poison": _round(p99_poison)},
@@ -322,6 +343,9 @@ def poison_mix(make_stack: StackFactory, p: Params, result: ScenarioResult) -> N
             }
         )
         result.checks[f"100% of {len(bad)} bad commands in the DLQ with their reason"] = len(right_reason) == len(bad)
+        result.checks[f"{len(refused)} bodies over the broker's max_message_size refused at publish (406)"] = len(
+            refused_ok
+        ) == len(refused)
         result.checks["0 requeue loops (no x-death rejected/delivery_limit, no handler errors)"] = (
             loops == 0 and errors == 0
         )
@@ -453,7 +477,8 @@ SCENARIOS: dict[str, Scenario] = {
                 "warmup": 100,
                 "rate": 50,
                 "seed": 8,
-                "big_bytes": 20 * 1024 * 1024,
+                "big_bytes": 2 * 1024 * 1024,
+                "huge_bytes": 20 * 1024 * 1024,
                 "check_p99": True,
                 "rounds": 4,
                 "mix": {
@@ -461,6 +486,7 @@ SCENARIOS: dict[str, Scenario] = {
                     "schema-violation": 30,
                     "missing-key": 30,
                     "too-large": 5,
+                    REFUSED_AT_PUBLISH: 5,
                     "unknown-route": 15,
                     "unroutable": 15,
                     "always-500": 20,
@@ -475,6 +501,7 @@ SCENARIOS: dict[str, Scenario] = {
                 "schema-violation": 5,
                 "missing-key": 5,
                 "too-large": 1,
+                REFUSED_AT_PUBLISH: 1,
                 "unknown-route": 3,
                 "unroutable": 3,
                 "always-500": 5,

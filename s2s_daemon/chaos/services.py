@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from importlib.resources import files
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from s2s_daemon.embedded import EmbeddedMongo
 __all__ = ["DemoDownstreams", "PrivateMongo", "PrivateRabbit", "PrivateRedis"]
 
 RABBIT_BIN = Path(os.environ.get("S2S_CHAOS_RABBITMQ_BIN", "/usr/lib/rabbitmq/bin"))
+# the broker settings we ship (docker-compose.yml mounts the same file): the chaos node runs with them
+BROKER_CONF = Path(str(files("s2s_daemon") / "config" / "rabbitmq.conf"))
 _nodes = count(1)
 
 
@@ -39,6 +42,7 @@ class PrivateRabbit:
 
     The node reads no system config: RABBITMQ_CONFIG_FILE and RABBITMQ_CONF_ENV_FILE point at private files
     (the system's rabbitmq.conf pins a listener to 5672) and the plugins file is empty (no management).
+    Its rabbitmq.conf is the one we ship (``s2s_daemon/config/rabbitmq.conf``: max_message_size).
     """
 
     def __init__(self, base: Path) -> None:
@@ -85,7 +89,7 @@ class PrivateRabbit:
         for folder in (self.home, self.base / "mnesia", self.base / "log"):
             folder.mkdir(parents=True, exist_ok=True)
         (self.base / "enabled_plugins").write_text("[].\n")
-        (self.base / "rabbitmq.conf").write_text("# private chaos node: defaults only\n")
+        (self.base / "rabbitmq.conf").write_text(BROKER_CONF.read_text())
         (self.base / "rabbitmq-env.conf").write_text("")
         self.process = ManagedProcess(
             "rabbitmq", [str(RABBIT_BIN / "rabbitmq-server")], self.base / "rabbitmq-server.log", self._env()
