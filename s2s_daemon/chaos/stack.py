@@ -237,12 +237,13 @@ class Stack:
 
         client: MongoClient[dict[str, Any]] = MongoClient(self.mongo.uri, serverSelectionTimeoutMS=10_000)
         try:
-            # the count command, as the daemon does (see count_in_status): count_documents holds nx-27017 for
-            # a Python-side scan, stalling the daemons' writes while the harness looks
-            database = client[PREFIX]
-            return {
-                status: int(database.command("count", "outbox", query={"status": status})["n"])
-                for status in ("pending", "publishing", "sent", "dead")
-            }
+            # counted as the daemon counts (see count_in_status): count_documents holds nx-27017 for a
+            # Python-side scan, stalling the daemons' writes while the harness looks
+            collection = client[PREFIX]["outbox"]
+            counts = {}
+            for status in ("pending", "publishing", "sent", "dead"):
+                rows = list(collection.aggregate([{"$match": {"status": status}}, {"$count": "n"}]))
+                counts[status] = int(rows[0]["n"]) if rows else 0
+            return counts
         finally:
             client.close()

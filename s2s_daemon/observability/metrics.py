@@ -80,6 +80,11 @@ class Metrics:
             "Outbox publish attempts that were not confirmed.",
             registry=r,
         )
+        self.outbox_lease_expired = Counter(
+            "s2s_outbox_lease_expired_total",
+            "Outbox documents claimed again after a relay's lease ran out (published again: duplicate replies).",
+            registry=r,
+        )
         self.outbox_lag_seconds = Histogram(
             "s2s_outbox_publish_lag_seconds",
             "Time from outbox write to confirmed publish.",

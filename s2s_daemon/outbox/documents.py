@@ -46,6 +46,10 @@ class OutboxDocument(Document):
         name = "outbox"
         indexes = [
             IndexModel([("key", ASCENDING)], unique=True, name="key_unique"),
+            # Redundant on MongoDB (a prefix of the two below) but the only one nx-27017 uses for the relay's
+            # claims and the backlog counts: with just the compound indexes it scanned the collection on every
+            # poll (53-103 ms at 40,000 documents, against 1.4-7 ms with this one).
+            IndexModel([("status", ASCENDING)], name="status"),
             IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="status_next_attempt"),
             IndexModel([("status", ASCENDING), ("sent_at", ASCENDING)], name="status_sent_at"),
         ]
@@ -60,12 +64,13 @@ def webhook_key(service: str, delivery_id: str) -> str:
 
 
 async def count_in_status(collection: Any, status: OutboxStatus | str) -> int:
-    """Documents in ``status``, with the ``count`` command rather than ``count_documents``.
+    """Documents in ``status``: ``$match`` on the status index, then ``$count``.
 
-    Both are standard MongoDB and use the status index there; nx-27017 runs ``count_documents`` (an aggregation
-    with ``$group``) through a Python fallback that holds the store: measured 333 ms against 25 ms for the
-    ``count`` command over 20,000 documents, long enough to stall every command's outbox write behind it.
-    ``collection``: a PyMongo ``AsyncCollection``.
+    Not ``count_documents``: nx-27017 runs its ``$group`` through a Python fallback that holds the store
+    (333 ms over 20,000 documents), long enough to stall every command's outbox write behind it; nor the
+    ``count`` command, which scans there (60 ms at 40,000). This pipeline uses the index on both servers (5 ms
+    on nx-27017 at 40,000 documents). ``collection``: a PyMongo ``AsyncCollection``.
     """
-    reply = await collection.database.command("count", collection.name, query={"status": str(status)})
-    return int(reply["n"])
+    cursor = await collection.aggregate([{"$match": {"status": str(status)}}, {"$count": "n"}])
+    rows = await cursor.to_list()
+    return int(rows[0]["n"]) if rows else 0

@@ -37,6 +37,9 @@ PublishFn = Callable[[dict[str, Any]], Awaitable[None]]
 
 _SWEEP_EVERY_S = 60.0
 _FAST_BATCHES_IN_FLIGHT = 4
+# writers wait while this many batches wait in the inbox: past it the relay is the bottleneck, and documents
+# waiting longer than their lease would be claimed (and published) a second time by a polling round
+_INBOX_LIMIT_BATCHES = 4
 _BACKLOG_EVERY_S = 15.0  # three count commands (see count_in_status)
 _BROKER_DOWN_RETRY_S = (0.5, 1.5)  # while the broker is unreachable: try again this soon, no attempt charged
 
@@ -68,6 +71,8 @@ class Relay:
         self._last_poll = 0.0
         self._fast_token = f"{owner}:fast"
         self._inbox: list[dict[str, Any]] = []
+        self._room = asyncio.Event()  # set while the inbox is below its limit
+        self._room.set()
         self._broker_down_until = 0.0  # monotonic; no claiming rounds before it
         self.healthy = True
 
@@ -81,10 +86,22 @@ class Relay:
         document["lease_owner"] = self._fast_token
         document["lease_until"] = now_ms() + int(self._settings.lease_seconds * 1000)
 
+    async def room(self) -> None:
+        """Wait until the inbox is below its limit (writers call this before stamping a document)."""
+        while not self._room.is_set():
+            await self._room.wait()
+
     def submit(self, document: dict[str, Any]) -> None:
         """A stamped document is durable: publish it from memory."""
         self._inbox.append(document)
+        if len(self._inbox) >= _INBOX_LIMIT_BATCHES * self._settings.batch_size:
+            self._room.clear()
         self._wake.set()
+
+    def _taken(self, n: int) -> None:
+        del self._inbox[:n]
+        if len(self._inbox) < _INBOX_LIMIT_BATCHES * self._settings.batch_size:
+            self._room.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="s2s-outbox-relay")
@@ -114,13 +131,7 @@ class Relay:
                     return
                 mono = time.monotonic()
                 if mono - self._last_poll >= self._settings.poll_interval and mono >= self._broker_down_until:
-                    self._last_poll = mono
-                    while (
-                        await self.relay_once() >= self._settings.batch_size
-                        and not self._stopping
-                        and time.monotonic() >= self._broker_down_until
-                    ):
-                        pass
+                    await self._poll()
                 await self._housekeeping()
                 self.healthy = True
             except (PyMongoError, OSError) as exc:
@@ -140,15 +151,41 @@ class Relay:
         try:
             while self._inbox or in_flight:
                 while self._inbox and len(in_flight) < _FAST_BATCHES_IN_FLIGHT:
-                    batch = self._inbox[: self._settings.batch_size]
-                    del self._inbox[: len(batch)]
-                    in_flight.add(asyncio.create_task(self._publish_batch(batch, self._fast_token)))
+                    batch = self._unexpired(self._inbox[: self._settings.batch_size])
+                    self._taken(self._settings.batch_size)
+                    if batch:
+                        in_flight.add(asyncio.create_task(self._publish_batch(batch, self._fast_token)))
+                if not in_flight:
+                    continue
                 done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     task.result()  # a store error ends the round; the documents' leases bring them back
         finally:
             if in_flight:
                 await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _poll(self) -> None:
+        """Claim and publish full batches until one comes back short; then wait ``poll_interval``. Documents
+        this process wrote go first: with any in the inbox the polling stops after the batch in hand and
+        resumes right after the inbox is drained (a polling round that kept the inbox waiting let those
+        documents' leases run out, and the next round claimed them as expired: every one published twice)."""
+        while True:
+            claimed = await self.relay_once()
+            if claimed < self._settings.batch_size or self._stopping or time.monotonic() < self._broker_down_until:
+                self._last_poll = time.monotonic()
+                return
+            if self._inbox:
+                return
+
+    def _unexpired(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The documents whose fast-path lease (stamped before their insert) has a quarter of its length left.
+        The others waited too long (a slow insert, a long inbox): a polling claim may already own them, and
+        publishing them from memory as well would send them twice; they are left to the polling claim."""
+        cutoff = now_ms() + int(self._settings.lease_seconds * 250)
+        fresh = [doc for doc in batch if doc["lease_until"] > cutoff]
+        if len(fresh) < len(batch):
+            log.warning("outbox.fast_path_expired", documents=len(batch) - len(fresh))
+        return fresh
 
     async def relay_once(self) -> int:
         """Claim one batch and publish it; returns how many documents were claimed."""
@@ -224,8 +261,12 @@ class Relay:
             found = await self._collection.find(condition, {"_id": 1}).limit(room).to_list()
             if found:
                 ids = [doc["_id"] for doc in found]
-                await self._collection.update_many({"_id": {"$in": ids}, **condition}, claim)
+                result = await self._collection.update_many({"_id": {"$in": ids}, **condition}, claim)
                 claimed.extend(ids)
+                if condition["status"] == OutboxStatus.PUBLISHING.value and result.modified_count:
+                    # a relay (maybe this one) took them and did not finish in its lease: they go out again
+                    self._metrics.outbox_lease_expired.inc(result.modified_count)
+                    log.warning("outbox.lease_expired", documents=result.modified_count)
         if not claimed:
             return [], token
         batch = await self._collection.find({"_id": {"$in": claimed}, "lease_owner": token}).to_list()

@@ -23,6 +23,8 @@ class WriteResult:
 class Handoff(Protocol):
     """The relay side of a write: claim the document before insert, publish it from memory after."""
 
+    async def room(self) -> None: ...
+
     def stamp(self, document: dict[str, Any]) -> None: ...
 
     def submit(self, document: dict[str, Any]) -> None: ...
@@ -44,6 +46,7 @@ class OutboxWriter:
         # _id is the key itself: lookups by key then use the primary index, which nx-27017 serves in ~1 ms
         # whatever the size; an $in on a secondary index scans the collection there.
         document.setdefault("_id", document["key"])
+        await self._handoff.room()  # backpressure: the relay's lease must not run out while it waits in line
         self._handoff.stamp(document)
         try:
             await self._collection.insert_one(document)

@@ -254,6 +254,7 @@ async def test_claims_of_a_relay_killed_mid_batch_are_taken_over_after_the_lease
             await wait_for(lambda: _none_unsent(mongo_server.uri, database), timeout=lease_s + 30, interval=0.1)
             await asyncio.sleep(1.5)  # room for a third publish to show up
         final = {d["_id"]: d for d in await _outbox_docs(mongo_server.uri, database, {})}
+        reclaimed = await survivor.metric("s2s_outbox_lease_expired_total")
     finally:
         await stop_daemons([survivor, victim])
 
@@ -272,6 +273,7 @@ async def test_claims_of_a_relay_killed_mid_batch_are_taken_over_after_the_lease
     assert all(per_doc[event_id[i]] >= 1 for i in event_id), "every document was published"
     assert max(per_doc.values()) <= 2
     assert twice <= orphan_ids, "only the killed relay's claims were published a second time"
+    assert reclaimed == len(orphans), "the survivor counted the claims it took over after their lease"
     assert all(d["status"] == "sent" for d in final.values())
     for doc in orphans:
         assert final[doc["_id"]]["sent_at"] >= doc["lease_until"], "no takeover before the lease expired"

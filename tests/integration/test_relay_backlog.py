@@ -1,0 +1,115 @@
+"""The relay when it is the bottleneck (found by the chaos suite's nx-27017 scenario: 6,700 of 10,000 replies
+published twice): writers wait while the inbox is full, so no document outlives its lease waiting in line; a
+document whose fast-path lease has (nearly) run out is left to the polling claim and published once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from s2s_daemon.observability.metrics import Metrics
+from s2s_daemon.outbox.relay import Relay
+from s2s_daemon.outbox.writer import OutboxWriter
+from s2s_daemon.settings import OutboxSettings
+from tests.outboxdocs import outbox_document
+from tests.support import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+class GatedBroker:
+    """Publishes block until ``open`` is set; counts publishes per outbox key."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.published: Counter[str] = Counter()
+
+    async def publish(self, doc: dict[str, Any]) -> None:
+        await self.open.wait()
+        self.published[doc["key"]] += 1
+
+
+@pytest.fixture
+async def collection(mongo_server: Any) -> Any:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server.uri)
+    name = "backlog" + uuid.uuid4().hex[:8]
+    yield client[name]["outbox"]
+    await client.drop_database(name)
+    await client.close()
+
+
+def _fresh(key: str) -> dict[str, Any]:
+    doc = outbox_document(key)
+    del doc["_id"]  # the writer makes the key the _id
+    return doc
+
+
+@pytest.mark.timeout(60)
+async def test_writers_wait_while_the_inbox_is_full_and_nothing_goes_out_twice(collection: Any) -> None:
+    """With the broker stalled, 8 writers (as consumers: one command after another) stop once 4 batches' worth
+    waits in the inbox, besides the (up to 4, maybe partial) batches in flight and one write each already past
+    the check; released, every document is published exactly once and no lease ran out."""
+    broker = GatedBroker()
+    settings = OutboxSettings(batch_size=10, poll_interval=0.05, lease_seconds=3.0)
+    metrics = Metrics()
+    relay = Relay(collection, broker.publish, settings, metrics, owner="test")
+    writer = OutboxWriter(collection, relay)
+    written: list[str] = []
+
+    async def consumer(n: int) -> None:
+        for i in range(25):
+            result = await writer.write(_fresh(f"w{n}-{i:02d}"))
+            written.append(result.document["key"])
+
+    relay.start()
+    try:
+        workers = [asyncio.create_task(consumer(n)) for n in range(8)]
+        await asyncio.sleep(1.0)
+        stalled_at = len(written)
+        assert stalled_at == await collection.count_documents({}), "a write returns once its document is durable"
+        assert 40 <= stalled_at <= 40 + 40 + 8, f"writers waited at the inbox limit (written {stalled_at})"
+        broker.open.set()
+        await asyncio.gather(*workers)
+        await wait_for(lambda: len(broker.published) == 200, timeout=20)
+        await wait_for(lambda: _all_sent(collection), timeout=20)
+    finally:
+        broker.open.set()
+        await relay.stop()
+    assert set(broker.published.values()) == {1}, "no document published twice"
+    assert metrics.outbox_lease_expired._value.get() == 0
+
+
+@pytest.mark.timeout(60)
+async def test_a_document_past_its_fast_lease_is_left_to_the_polling_claim(collection: Any) -> None:
+    """Handed over with its lease already out (a slow insert): not published from memory, claimed by the next
+    polling round as expired, published once and marked sent."""
+    broker = GatedBroker()
+    broker.open.set()
+    settings = OutboxSettings(batch_size=10, poll_interval=0.05, lease_seconds=3.0)
+    metrics = Metrics()
+    relay = Relay(collection, broker.publish, settings, metrics, owner="test")
+    doc = _fresh("late")
+    doc["_id"] = doc["key"]
+    relay.stamp(doc)
+    doc["lease_until"] = int(time.time() * 1000) - 1
+    await collection.insert_one(doc)
+    relay.submit(doc)
+    relay.start()
+    try:
+        await wait_for(lambda: _all_sent(collection), timeout=10)
+        await asyncio.sleep(0.3)  # room for a second publish to show up
+    finally:
+        await relay.stop()
+    assert broker.published == Counter({doc["key"]: 1})
+    assert metrics.outbox_lease_expired._value.get() == 1
+
+
+async def _all_sent(collection: Any) -> bool:
+    docs = await collection.find({}, {"status": 1}).to_list()
+    return bool(docs) and all(d["status"] == "sent" for d in docs)
