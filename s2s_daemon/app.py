@@ -33,7 +33,7 @@ from s2s_daemon.http.health import CheckResult, HealthCheck, backlog_check, brea
 from s2s_daemon.http.server import SidecarServer
 from s2s_daemon.idempotency.store import IdempotencyStore
 from s2s_daemon.messaging.consumer import CommandProcessor
-from s2s_daemon.messaging.flow import ConsumerGate
+from s2s_daemon.messaging.flow import ConsumerGate, DependencyHold
 from s2s_daemon.messaging.gateway import CommandGateway
 from s2s_daemon.messaging.middlewares import DEFAULT_MIDDLEWARES
 from s2s_daemon.messaging.publisher import AmqpPublisher
@@ -49,6 +49,7 @@ from s2s_daemon.resilience.shared import SharedBreakerState
 from s2s_daemon.settings import Settings
 
 log = get_logger("s2s.daemon")
+_STOP_STEP_TIMEOUT_S = 15.0  # per shutdown step beyond the drain's own grace period
 
 DEFAULT_MONGODB_URI = "mongodb://127.0.0.1:27017"
 
@@ -93,6 +94,7 @@ class Daemon:
         self.sampler: StateSampler | None = None
         self.clients: dict[str, DownstreamClient] = {}
         self.gates: dict[str, ConsumerGate] = {}
+        self.redis_hold: DependencyHold | None = None
         self.shared_breakers: dict[str, SharedBreakerState] = {}
         self.outbox: OutboxWriter | None = None
 
@@ -174,6 +176,9 @@ class Daemon:
                     self.owner,
                     min_reporters=ds.breaker.shared_min_reporters,
                 )
+        redis = self.redis
+        self.redis_hold = DependencyHold("redis", self.gates.values(), lambda: redis.ping())
+        processor.on_redis_down = self.redis_hold.report_down
         self.broker.subscriber(
             self.topology.unrouted_queue,
             ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -233,12 +238,21 @@ class Daemon:
             await self._quietly("sampler", self.sampler.stop())
         for shared in self.shared_breakers.values():
             await self._quietly("shared_breaker", shared.stop())
+        if self.redis_hold is not None:
+            await self._quietly("redis_hold", self.redis_hold.close())
         for gate in self.gates.values():
             await self._quietly("consumer_gate", gate.close())
         if self.broker is not None:
             subs = list(self.broker.subscribers)
             in_flight = sum(_in_flight(sub) for sub in subs)
-            results = await asyncio.gather(*(sub.stop() for sub in subs), return_exceptions=True)
+            try:
+                results = await asyncio.wait_for(
+                    asyncio.gather(*(sub.stop() for sub in subs), return_exceptions=True),
+                    self.settings.amqp.graceful_timeout + _STOP_STEP_TIMEOUT_S,
+                )
+            except TimeoutError:
+                log.warning("daemon.stop_step_timed_out", step="subscribers", timeout_s=_STOP_STEP_TIMEOUT_S)
+                results = []
             for result in results:
                 if isinstance(result, BaseException):
                     log.warning("daemon.subscriber_stop_failed", error=f"{type(result).__name__}: {result}")
@@ -304,8 +318,12 @@ class Daemon:
         return (await run_checks(context.checks, readiness_only=True)).status != "fail"
 
     async def _quietly(self, step: str, closing: Awaitable[Any]) -> None:
+        """One shutdown step: its failure is logged, and a step that hangs (a broker RPC whose answer never
+        comes; a full `make test` once waited here 120 s) is given up after a bound, so the steps after it run."""
         try:
-            await closing
+            await asyncio.wait_for(closing, _STOP_STEP_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("daemon.stop_step_timed_out", step=step, timeout_s=_STOP_STEP_TIMEOUT_S)
         except Exception:
             log.warning("daemon.stop_step_failed", step=step, exc_info=True)
 

@@ -8,6 +8,11 @@ has its own queue, channel and gate.
 Messages the client had already prefetched when the consumer paused still reach the handler; the breaker
 refuses them and the pipeline parks them in a delay queue (never the DLQ).
 
+A dependency every command needs (Redis, for the idempotency claim) can hold all gates too: while it is
+unreachable no consumer takes messages (they would only be parked in delay queues and come back), and a probe
+releases the gates when it answers again (``DependencyHold``). A gate consumes only with no hold and a breaker
+that allows it.
+
 FastStream 0.7 has no public pause/resume for a subscriber (its ``stop()`` leaves later deliveries unacked
 on the channel), so this module cancels and re-creates the AMQP consumer on the subscriber's own aio-pika
 queue object. Those two private attributes are touched here and nowhere else.
@@ -17,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from s2s_daemon.http.health import wait_uncancelled
 from s2s_daemon.observability.logging import get_logger
 from s2s_daemon.observability.metrics import Metrics
 from s2s_daemon.resilience.breaker import BreakerState, CircuitBreaker, Transition
@@ -39,6 +46,7 @@ class ConsumerGate:
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._resume: asyncio.Task[None] | None = None
+        self._holds: set[str] = set()
         self.paused = False
 
     def on_transition(self, transition: Transition) -> None:
@@ -59,7 +67,7 @@ class ConsumerGate:
                 if state is BreakerState.OPEN:
                     await self._pause()
                     self._schedule_resume(self._breaker.seconds_until_half_open())
-                elif state is BreakerState.CLOSED:
+                elif state is BreakerState.CLOSED and not self._holds:
                     await self._set_prefetch(self._prefetch)
                     await self._consume()
         except Exception:
@@ -73,8 +81,8 @@ class ConsumerGate:
     async def _resume_for_probes(self, delay: float) -> None:
         await asyncio.sleep(delay)
         async with self._lock:
-            if self._breaker.state is BreakerState.CLOSED:
-                return
+            if self._breaker.state is BreakerState.CLOSED or self._holds:
+                return  # a release resumes (and schedules the probes) once the holds are gone
             try:
                 await self._set_prefetch(self._probes)
                 await self._consume()
@@ -83,6 +91,27 @@ class ConsumerGate:
                 self._schedule_resume(1.0)
                 return
             log.info("flow.resumed_for_probes", downstream=self._downstream, prefetch=self._probes)
+
+    async def hold(self, reason: str) -> None:
+        """Pause for ``reason`` besides the breaker; consumption returns when every hold is released."""
+        async with self._lock:
+            self._holds.add(reason)
+            await self._pause()
+
+    async def release(self, reason: str) -> None:
+        async with self._lock:
+            self._holds.discard(reason)
+            if self._holds:
+                return
+            if self._breaker.state is BreakerState.CLOSED:
+                await self._set_prefetch(self._prefetch)
+            elif self._breaker.seconds_until_half_open() > 0:
+                self._schedule_resume(self._breaker.seconds_until_half_open())
+                return
+            else:
+                await self._set_prefetch(self._probes)
+            await self._consume()
+            log.info("flow.released", downstream=self._downstream, reason=reason)
 
     async def _pause(self) -> None:
         queue, tag = self._subscriber._queue_obj, self._subscriber._consumer_tag
@@ -108,3 +137,53 @@ class ConsumerGate:
         queue = self._subscriber._queue_obj
         if queue is not None:
             await queue.channel.set_qos(prefetch_count=count)
+
+
+class DependencyHold:
+    """Holds every gate while ``name`` is unreachable: ``report_down()`` (a handler saw it fail) pauses them at
+    once, then ``probe`` runs every ``interval`` seconds until it succeeds, and the gates are released.
+
+    A probe that outlives its timeout is abandoned, not cancelled (see ``wait_uncancelled``)."""
+
+    def __init__(
+        self, name: str, gates: Iterable[ConsumerGate], probe: Callable[[], Awaitable[Any]], interval: float = 0.5
+    ) -> None:
+        self.name = name
+        self._gates = list(gates)
+        self._probe = probe
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def holding(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def report_down(self) -> None:
+        if not self.holding:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"s2s-hold-{self.name}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def _run(self) -> None:
+        for gate in self._gates:
+            await gate.hold(self.name)
+        log.warning("flow.dependency_down", dependency=self.name, consumers_paused=len(self._gates))
+        began = asyncio.get_running_loop().time()
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await wait_uncancelled(self._probe(), max(1.0, 2 * self._interval))
+            except Exception:
+                continue
+            break
+        for gate in self._gates:
+            await gate.release(self.name)
+        log.info(
+            "flow.dependency_back",
+            dependency=self.name,
+            paused_s=round(asyncio.get_running_loop().time() - began, 2),
+        )
