@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import resource
 import sys
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
-from s2s_daemon.bench.procstat import ProcSample, machine_sample, sample
+from s2s_daemon.bench.procstat import process_deltas, sample, sample_watched
 from s2s_daemon.bench.report import latency_summary
 from s2s_daemon.bench.spec import LoadSpec, StreamSpec, body_for
 
@@ -92,27 +92,20 @@ class LoadGenerator:
                 warm = StreamSpec(primary.routing_key, "inflight", min(100, self.spec.warmup), self.spec.warmup)
                 await self._drive([_Stream(warm)])
             streams = [_Stream(s) for s in self.spec.streams]
-            before = self._sample_watched()
+            before = sample_watched(self.spec.watch)
             rss_task = asyncio.create_task(self._sample_rss()) if self.spec.rss_every > 0 else None
             started = time.perf_counter()
             await self._drive(streams)
             elapsed = time.perf_counter() - started
-            after = self._sample_watched()
+            after = sample_watched(self.spec.watch)
             if rss_task is not None:
                 rss_task.cancel()
         return {
             "streams": [s.result() for s in streams],
             "elapsed_s": elapsed,
             "stray_replies": self.stray_replies,
-            "processes": _process_deltas(before, after, elapsed),
+            "processes": process_deltas(before, after, elapsed),
             "rss_series": self.rss_series,
-        }
-
-    def _sample_watched(self) -> dict[str, ProcSample | None]:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        own = ProcSample(usage.ru_utime + usage.ru_stime, 0.0, usage.ru_maxrss / 1024)
-        return {"loadgen": own, "machine": machine_sample()} | {
-            name: sample(pid) for name, pid in self.spec.watch.items()
         }
 
     async def _sample_rss(self) -> None:
@@ -239,40 +232,31 @@ class LoadGenerator:
             future.set_result(ok)
 
 
-def _process_deltas(
-    before: dict[str, ProcSample | None], after: dict[str, ProcSample | None], elapsed: float
-) -> dict[str, dict[str, float]]:
-    """CPU seconds spent in the window, as a share of one core, and memory at its end."""
-    out = {}
-    for name, end in after.items():
-        start = before.get(name)
-        if start is None or end is None:
-            continue
-        cpu = end.cpu_seconds - start.cpu_seconds
-        out[name] = {
-            "cpu_seconds": round(cpu, 2),
-            "cpu_pct_of_core": round(100 * cpu / elapsed, 1) if elapsed > 0 else 0.0,
-            "rss_mb": round(end.rss_mb, 1),
-            "peak_rss_mb": round(end.peak_rss_mb, 1),
-        }
-    return out
+Run = Callable[[str], Coroutine[Any, Any, dict[str, Any]]]
 
 
-def main(argv: list[str] | None = None) -> int:
+def generator_main(argv: list[str] | None, usage: str, run: Run) -> int:
+    """The shared ``main`` of the load generator processes: one JSON spec argument in, one JSON result out."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m s2s_daemon.bench.load '<LoadSpec JSON>'", file=sys.stderr)
+        print(f"usage: {usage}", file=sys.stderr)
         return 2
-    spec = LoadSpec.from_json(args[0])
     try:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:  # pragma: no cover - optional speed-up
         pass
-    result = asyncio.run(LoadGenerator(spec).run())
-    print(json.dumps(result))
+    print(json.dumps(asyncio.run(run(args[0]))))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return generator_main(
+        argv,
+        "python -m s2s_daemon.bench.load '<LoadSpec JSON>'",
+        lambda text: LoadGenerator(LoadSpec.from_json(text)).run(),
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 from dataclasses import dataclass
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -103,3 +104,29 @@ def machine_sample() -> ProcSample:
     """The whole machine as a pseudo-process (memory not tracked): shows load that is not ours."""
     with open("/proc/stat") as fh:
         return ProcSample(parse_machine_busy(fh.read()), 0.0, 0.0)
+
+
+def sample_watched(watch: dict[str, int]) -> dict[str, ProcSample | None]:
+    """A load generator's view: itself (``loadgen``), the whole machine, and each watched process by name."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    own = ProcSample(usage.ru_utime + usage.ru_stime, 0.0, usage.ru_maxrss / 1024)
+    return {"loadgen": own, "machine": machine_sample()} | {name: sample(pid) for name, pid in watch.items()}
+
+
+def process_deltas(
+    before: dict[str, ProcSample | None], after: dict[str, ProcSample | None], elapsed: float
+) -> dict[str, dict[str, float]]:
+    """CPU seconds spent in the window, as a share of one core, and memory at its end."""
+    out = {}
+    for name, end in after.items():
+        start = before.get(name)
+        if start is None or end is None:
+            continue
+        cpu = end.cpu_seconds - start.cpu_seconds
+        out[name] = {
+            "cpu_seconds": round(cpu, 2),
+            "cpu_pct_of_core": round(100 * cpu / elapsed, 1) if elapsed > 0 else 0.0,
+            "rss_mb": round(end.rss_mb, 1),
+            "peak_rss_mb": round(end.peak_rss_mb, 1),
+        }
+    return out

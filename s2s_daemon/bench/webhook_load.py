@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import resource
-import sys
 import time
 import uuid
 from collections import Counter
@@ -25,8 +23,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from s2s_daemon.bench.load import _process_deltas
-from s2s_daemon.bench.procstat import ProcSample, machine_sample, sample
+from s2s_daemon.bench.load import generator_main
+from s2s_daemon.bench.procstat import process_deltas, sample_watched
 from s2s_daemon.bench.report import latency_summary
 
 
@@ -119,9 +117,9 @@ class WebhookLoad:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             if self.spec.warmup:
                 await self._drive(session, self.spec.warmup, 0.0, measured=False)
-            before = self._sample_watched()
+            before = sample_watched(self.spec.watch)
             elapsed = await self._drive(session, self.spec.count, self.spec.seconds, measured=True)
-            after = self._sample_watched()
+            after = sample_watched(self.spec.watch)
         answered = sum(self.statuses.values())
         ok = sum(n for status, n in self.statuses.items() if 200 <= status < 300)
         return {
@@ -138,32 +136,16 @@ class WebhookLoad:
             "elapsed_s": elapsed,
             "throughput_per_s": answered / elapsed if elapsed > 0 else None,
             "latency": latency_summary(self.latencies),
-            "processes": _process_deltas(before, after, elapsed),
-        }
-
-    def _sample_watched(self) -> dict[str, ProcSample | None]:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        own = ProcSample(usage.ru_utime + usage.ru_stime, 0.0, usage.ru_maxrss / 1024)
-        return {"loadgen": own, "machine": machine_sample()} | {
-            name: sample(pid) for name, pid in self.spec.watch.items()
+            "processes": process_deltas(before, after, elapsed),
         }
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m s2s_daemon.bench.webhook_load '<WebhookSpec JSON>'", file=sys.stderr)
-        return 2
-    spec = WebhookSpec.from_json(args[0])
-    try:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:  # pragma: no cover - optional speed-up
-        pass
-    result = asyncio.run(WebhookLoad(spec).run())
-    print(json.dumps(result))
-    return 0
+    return generator_main(
+        argv,
+        "python -m s2s_daemon.bench.webhook_load '<WebhookSpec JSON>'",
+        lambda text: WebhookLoad(WebhookSpec.from_json(text)).run(),
+    )
 
 
 if __name__ == "__main__":
