@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import sys
 import time
 import uuid
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +24,7 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
 from s2s_daemon.bench.procstat import process_deltas, sample, sample_watched
 from s2s_daemon.bench.report import latency_summary
-from s2s_daemon.bench.spec import LoadSpec, StreamSpec, body_for
+from s2s_daemon.bench.spec import LoadSpec, StreamSpec, body_for, generator_main
 
 
 @dataclass
@@ -230,25 +227,6 @@ class LoadGenerator:
         stream.last_reply = now
         if not future.done():
             future.set_result(ok)
-
-
-Run = Callable[[str], Coroutine[Any, Any, dict[str, Any]]]
-
-
-def generator_main(argv: list[str] | None, usage: str, run: Run) -> int:
-    """The shared ``main`` of the load generator processes: one JSON spec argument in, one JSON result out."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print(f"usage: {usage}", file=sys.stderr)
-        return 2
-    try:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:  # pragma: no cover - optional speed-up
-        pass
-    print(json.dumps(asyncio.run(run(args[0]))))
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,8 +53,7 @@ from s2s_daemon.bench.harness import (
 )
 from s2s_daemon.bench.procstat import find_pids_by_name
 from s2s_daemon.bench.report import bucket_delta, counter_total, histogram_quantile, parse_histogram
-from s2s_daemon.bench.spec import LoadSpec, StreamSpec
-from s2s_daemon.bench.webhook_load import WebhookSpec
+from s2s_daemon.bench.spec import LoadSpec, StreamSpec, WebhookSpec
 from s2s_daemon.embedded import EmbeddedMongo
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "config" / "example.yaml"

@@ -1,8 +1,14 @@
-"""What the load generator is asked to do: passed to its process as JSON on the command line."""
+"""What the load generators are asked to do: passed to their processes as JSON on the command line.
+
+The runner imports this module only, never the generators themselves, which run with ``python -m`` (a module
+imported before runpy executes it runs twice)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -44,3 +50,42 @@ def body_for(routing_key: str, i: int) -> dict[str, Any]:
     if routing_key.startswith("service-b."):
         return {"id": f"r{i}"}
     return {"name": f"bench-{i}"}
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSpec:
+    url: str  # http://127.0.0.1:<port>/api/webhooks/<source>
+    secret: str  # whsec_<base64>, the source's Standard Webhooks secret
+    concurrency: int
+    count: int  # deliveries to send (upper bound when ``seconds`` > 0)
+    seconds: float = 0.0  # > 0: stop sending after this long
+    warmup: int = 0  # deliveries sent and awaited first, not measured
+    event_type: str = "bench.ping"
+    timeout: float = 30.0
+    watch: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> WebhookSpec:
+        return cls(**json.loads(text))
+
+
+Run = Callable[[str], Coroutine[Any, Any, dict[str, Any]]]
+
+
+def generator_main(argv: list[str] | None, usage: str, run: Run) -> int:
+    """The shared ``main`` of the load generator processes: one JSON spec argument in, one JSON result out."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print(f"usage: {usage}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # pragma: no cover - optional speed-up
+        pass
+    print(json.dumps(asyncio.run(run(args[0]))))
+    return 0

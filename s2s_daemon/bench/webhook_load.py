@@ -12,40 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import orjson
 
-from s2s_daemon.bench.load import generator_main
 from s2s_daemon.bench.procstat import process_deltas, sample_watched
 from s2s_daemon.bench.report import latency_summary
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookSpec:
-    url: str  # http://127.0.0.1:<port>/api/webhooks/<source>
-    secret: str  # whsec_<base64>, the source's Standard Webhooks secret
-    concurrency: int
-    count: int  # deliveries to send (upper bound when ``seconds`` > 0)
-    seconds: float = 0.0  # > 0: stop sending after this long
-    warmup: int = 0  # deliveries sent and awaited first, not measured
-    event_type: str = "bench.ping"
-    timeout: float = 30.0
-    watch: dict[str, int] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> WebhookSpec:
-        return cls(**json.loads(text))
+from s2s_daemon.bench.spec import WebhookSpec, generator_main
 
 
 class WebhookLoad:
