@@ -149,8 +149,18 @@ class Daemon:
             lease_ms=int(s.idempotency.lease_seconds * 1000),
             done_ttl_ms=s.idempotency.done_ttl_seconds * 1000,
         )
+        # every consumer pauses while Redis is unreachable; the gates are added below, one per subscriber
+        self.redis_hold = DependencyHold("redis", self.gates, self.redis.ping)
         processor = CommandProcessor(
-            s, self.topology, store, self.outbox, self.clients, publisher, self.metrics, self.owner
+            s,
+            self.topology,
+            store,
+            self.outbox,
+            self.clients,
+            publisher,
+            self.metrics,
+            self.owner,
+            on_redis_down=self.redis_hold.report_down,
         )
         for name, ds in s.downstreams.items():
             prefetch = ds.prefetch or s.amqp.prefetch
@@ -176,9 +186,6 @@ class Daemon:
                     self.owner,
                     min_reporters=ds.breaker.shared_min_reporters,
                 )
-        redis = self.redis
-        self.redis_hold = DependencyHold("redis", self.gates.values(), lambda: redis.ping())
-        processor.on_redis_down = self.redis_hold.report_down
         self.broker.subscriber(
             self.topology.unrouted_queue,
             ack_policy=AckPolicy.NACK_ON_ERROR,

@@ -24,6 +24,7 @@ import yaml
 from s2s_daemon.chaos.processes import ManagedProcess, free_port
 from s2s_daemon.chaos.proxy import ProxyThread
 from s2s_daemon.chaos.services import DemoDownstreams, PrivateMongo, PrivateRabbit, PrivateRedis
+from s2s_daemon.outbox.documents import status_count_pipeline
 
 __all__ = ["DaemonProcess", "Stack", "StackOptions"]
 
@@ -237,12 +238,11 @@ class Stack:
 
         client: MongoClient[dict[str, Any]] = MongoClient(self.mongo.uri, serverSelectionTimeoutMS=10_000)
         try:
-            # counted as the daemon counts (see count_in_status): count_documents holds nx-27017 for a
-            # Python-side scan, stalling the daemons' writes while the harness looks
+            # counted as the daemon counts: count_documents holds nx-27017 while it scans
             collection = client[PREFIX]["outbox"]
             counts = {}
             for status in ("pending", "publishing", "sent", "dead"):
-                rows = list(collection.aggregate([{"$match": {"status": status}}, {"$count": "n"}]))
+                rows = list(collection.aggregate(status_count_pipeline(status)))
                 counts[status] = int(rows[0]["n"]) if rows else 0
             return counts
         finally:

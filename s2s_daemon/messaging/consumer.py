@@ -77,7 +77,9 @@ class CommandProcessor:
         publisher: AmqpPublisher,
         metrics: Metrics,
         owner: str,
+        on_redis_down: Callable[[], None] | None = None,
     ) -> None:
+        """``on_redis_down``: called when a claim finds Redis unreachable (the daemon pauses its consumers)."""
         self._settings = settings
         self._topology = topology
         self._store = store
@@ -89,8 +91,7 @@ class CommandProcessor:
         self._routes: dict[str, _Route] = {}
         # keys a task of this process is handling now -> that task's fingerprint; taken *before* the Redis claim
         self._active: dict[tuple[str, str], str] = {}
-        # called when a claim finds Redis unreachable (the daemon pauses its consumers until it answers)
-        self.on_redis_down: Callable[[], None] | None = None
+        self._on_redis_down = on_redis_down
         for ds_name, ds in settings.downstreams.items():
             for action, route in ds.routes.items():
                 validator = Draft202012Validator(route.json_schema) if route.json_schema else None
@@ -201,8 +202,8 @@ class CommandProcessor:
         try:
             claim = await self._store.claim(namespace, cmd.key, self._owner, cmd.fingerprint)
         except DependencyUnavailable as exc:
-            if self.on_redis_down is not None:
-                self.on_redis_down()  # pause every consumer until Redis answers again
+            if self._on_redis_down is not None:
+                self._on_redis_down()  # pause every consumer until Redis answers again
             raise Redeliver(RedeliverCause.REDIS_UNAVAILABLE, exc.detail, _DELAY_DEPENDENCY_S) from exc
 
         if claim.state in (ClaimState.CLAIMED, ClaimState.OURS):

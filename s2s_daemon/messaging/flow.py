@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from s2s_daemon.http.health import wait_uncancelled
+from s2s_daemon.http.health import ping_check
 from s2s_daemon.observability.logging import get_logger
 from s2s_daemon.observability.metrics import Metrics
 from s2s_daemon.resilience.breaker import BreakerState, CircuitBreaker, Transition
@@ -141,15 +142,15 @@ class ConsumerGate:
 
 class DependencyHold:
     """Holds every gate while ``name`` is unreachable: ``report_down()`` (a handler saw it fail) pauses them at
-    once, then ``probe`` runs every ``interval`` seconds until it succeeds, and the gates are released.
-
-    A probe that outlives its timeout is abandoned, not cancelled (see ``wait_uncancelled``)."""
+    once, then ``probe`` is pinged every ``interval`` seconds (``ping_check``: a slow ping is abandoned, not
+    cancelled) until it answers, and the gates are released. ``gates`` is read when a hold begins, so it may
+    be filled after construction (the daemon's gates exist only once their subscribers do)."""
 
     def __init__(
-        self, name: str, gates: Iterable[ConsumerGate], probe: Callable[[], Awaitable[Any]], interval: float = 0.5
+        self, name: str, gates: Mapping[str, ConsumerGate], probe: Callable[[], Awaitable[Any]], interval: float = 0.5
     ) -> None:
         self.name = name
-        self._gates = list(gates)
+        self._gates = gates
         self._probe = probe
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
@@ -169,21 +170,15 @@ class DependencyHold:
                 await self._task
 
     async def _run(self) -> None:
-        for gate in self._gates:
+        gates = list(self._gates.values())
+        for gate in gates:
             await gate.hold(self.name)
-        log.warning("flow.dependency_down", dependency=self.name, consumers_paused=len(self._gates))
-        began = asyncio.get_running_loop().time()
+        log.warning("flow.dependency_down", dependency=self.name, consumers_paused=len(gates))
+        began = time.monotonic()
         while True:
             await asyncio.sleep(self._interval)
-            try:
-                await wait_uncancelled(self._probe(), max(1.0, 2 * self._interval))
-            except Exception:
-                continue
-            break
-        for gate in self._gates:
+            if (await ping_check(self._probe, max(1.0, 2 * self._interval))).status == "pass":
+                break
+        for gate in gates:
             await gate.release(self.name)
-        log.info(
-            "flow.dependency_back",
-            dependency=self.name,
-            paused_s=round(asyncio.get_running_loop().time() - began, 2),
-        )
+        log.info("flow.dependency_back", dependency=self.name, paused_s=round(time.monotonic() - began, 2))

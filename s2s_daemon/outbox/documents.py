@@ -13,6 +13,7 @@ from typing import Any, Literal
 from beanie import Document
 from pydantic import Field
 from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
 
 
 class OutboxStatus(StrEnum):
@@ -63,14 +64,19 @@ def webhook_key(service: str, delivery_id: str) -> str:
     return f"wh:{service}:{delivery_id}"
 
 
-async def count_in_status(collection: Any, status: OutboxStatus | str) -> int:
-    """Documents in ``status``: ``$match`` on the status index, then ``$count``.
+def status_count_pipeline(status: OutboxStatus | str) -> list[dict[str, Any]]:
+    """The aggregation that counts documents in ``status``: ``$match`` on the status index, then ``$count``.
 
     Not ``count_documents``: nx-27017 runs its ``$group`` through a Python fallback that holds the store
     (333 ms over 20,000 documents), long enough to stall every command's outbox write behind it; nor the
     ``count`` command, which scans there (60 ms at 40,000). This pipeline uses the index on both servers (5 ms
-    on nx-27017 at 40,000 documents). ``collection``: a PyMongo ``AsyncCollection``.
+    on nx-27017 at 40,000 documents). Sync callers (the chaos harness) run it with their own client.
     """
-    cursor = await collection.aggregate([{"$match": {"status": str(status)}}, {"$count": "n"}])
+    return [{"$match": {"status": str(status)}}, {"$count": "n"}]
+
+
+async def count_in_status(collection: AsyncCollection[dict[str, Any]], status: OutboxStatus | str) -> int:
+    """Documents in ``status`` (see ``status_count_pipeline``)."""
+    cursor = await collection.aggregate(status_count_pipeline(status))
     rows = await cursor.to_list()
     return int(rows[0]["n"]) if rows else 0

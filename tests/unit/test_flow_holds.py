@@ -107,7 +107,8 @@ async def test_release_after_the_open_wait_resumes_with_probe_prefetch() -> None
 
 
 async def test_dependency_hold_pauses_every_gate_until_the_probe_answers() -> None:
-    gates = [_gate()[0], _gate()[0]]
+    """Gates registered after the hold was made (as the daemon does) are held too."""
+    gates: dict[str, ConsumerGate] = {}
     answers = iter([ConnectionError("down"), ConnectionError("down"), None])
 
     async def probe() -> None:
@@ -116,14 +117,15 @@ async def test_dependency_hold_pauses_every_gate_until_the_probe_answers() -> No
             raise answer
 
     hold = DependencyHold("redis", gates, probe, interval=0.01)
+    gates.update(a=_gate()[0], b=_gate()[0])
     hold.report_down()
     hold.report_down()  # a second report while holding starts nothing new
     await asyncio.sleep(0.005)
-    assert all(g.paused for g in gates)
+    assert all(g.paused for g in gates.values())
     for _ in range(200):
         if not hold.holding:
             break
         await asyncio.sleep(0.01)
     assert not hold.holding
-    assert not any(g.paused for g in gates)
+    assert not any(g.paused for g in gates.values())
     await hold.close()
