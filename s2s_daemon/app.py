@@ -252,13 +252,13 @@ class Daemon:
         if self.broker is not None:
             subs = list(self.broker.subscribers)
             in_flight = sum(_in_flight(sub) for sub in subs)
+            drain_bound = self.settings.amqp.graceful_timeout + _STOP_STEP_TIMEOUT_S
             try:
                 results = await asyncio.wait_for(
-                    asyncio.gather(*(sub.stop() for sub in subs), return_exceptions=True),
-                    self.settings.amqp.graceful_timeout + _STOP_STEP_TIMEOUT_S,
+                    asyncio.gather(*(sub.stop() for sub in subs), return_exceptions=True), drain_bound
                 )
             except TimeoutError:
-                log.warning("daemon.stop_step_timed_out", step="subscribers", timeout_s=_STOP_STEP_TIMEOUT_S)
+                log.warning("daemon.stop_step_timed_out", step="subscribers", timeout_s=drain_bound)
                 results = []
             for result in results:
                 if isinstance(result, BaseException):
@@ -325,8 +325,8 @@ class Daemon:
         return (await run_checks(context.checks, readiness_only=True)).status != "fail"
 
     async def _quietly(self, step: str, closing: Awaitable[Any]) -> None:
-        """One shutdown step: its failure is logged, and a step that hangs (a broker RPC whose answer never
-        comes; a full `make test` once waited here 120 s) is given up after a bound, so the steps after it run."""
+        """One shutdown step: its failure is logged, and a step that hangs is given up (cancelled) after a bound,
+        so the steps after it run (a full `make test` twice waited 120 s after `daemon.stopping`, step unknown)."""
         try:
             await asyncio.wait_for(closing, _STOP_STEP_TIMEOUT_S)
         except TimeoutError:

@@ -71,6 +71,7 @@ class Relay:
         self._last_poll = 0.0
         self._fast_token = f"{owner}:fast"
         self._inbox: list[dict[str, Any]] = []
+        self._inbox_limit = _INBOX_LIMIT_BATCHES * settings.batch_size
         self._room = asyncio.Event()  # set while the inbox is below its limit
         self._room.set()
         self._broker_down_until = 0.0  # monotonic; no claiming rounds before it
@@ -94,13 +95,13 @@ class Relay:
     def submit(self, document: dict[str, Any]) -> None:
         """A stamped document is durable: publish it from memory."""
         self._inbox.append(document)
-        if len(self._inbox) >= _INBOX_LIMIT_BATCHES * self._settings.batch_size:
+        if len(self._inbox) >= self._inbox_limit:
             self._room.clear()
         self._wake.set()
 
     def _taken(self, n: int) -> None:
         del self._inbox[:n]
-        if len(self._inbox) < _INBOX_LIMIT_BATCHES * self._settings.batch_size:
+        if len(self._inbox) < self._inbox_limit:
             self._room.set()
 
     def start(self) -> None:
@@ -251,9 +252,9 @@ class Relay:
         lease_until = now + int(self._settings.lease_seconds * 1000)
         claim = {"$set": {"status": OutboxStatus.PUBLISHING.value, "lease_owner": token, "lease_until": lease_until}}
         claimed: list[Any] = []
-        for condition in (
-            {"status": OutboxStatus.PENDING.value, "next_attempt_at": {"$lte": now}},
-            {"status": OutboxStatus.PUBLISHING.value, "lease_until": {"$lt": now}},
+        for condition, taken_over in (
+            ({"status": OutboxStatus.PENDING.value, "next_attempt_at": {"$lte": now}}, False),
+            ({"status": OutboxStatus.PUBLISHING.value, "lease_until": {"$lt": now}}, True),
         ):
             room = self._settings.batch_size - len(claimed)
             if room <= 0:
@@ -263,7 +264,7 @@ class Relay:
                 ids = [doc["_id"] for doc in found]
                 result = await self._collection.update_many({"_id": {"$in": ids}, **condition}, claim)
                 claimed.extend(ids)
-                if condition["status"] == OutboxStatus.PUBLISHING.value and result.modified_count:
+                if taken_over and result.modified_count:
                     # a relay (maybe this one) took them and did not finish in its lease: they go out again
                     self._metrics.outbox_lease_expired.inc(result.modified_count)
                     log.warning("outbox.lease_expired", documents=result.modified_count)

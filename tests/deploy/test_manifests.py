@@ -235,10 +235,9 @@ def test_broker_refuses_what_the_daemon_could_never_take_and_compose_mounts_it()
     """The shipped rabbitmq.conf caps message size above the daemon's body limit (bodies in between are
     dead-lettered by the daemon as too-large) and compose loads it into the broker's conf.d."""
     conf = ROOT / "s2s_daemon" / "config" / "rabbitmq.conf"
-    settings = dict(
-        line.split("=", 1) for line in conf.read_text().splitlines() if line.strip() and not line.startswith("#")
-    )
-    max_message_size = int(settings["max_message_size "].strip())
+    lines = [line.partition("=") for line in conf.read_text().splitlines() if line.strip() and line[0] != "#"]
+    settings = {key.strip(): value.strip() for key, _, value in lines}
+    max_message_size = int(settings["max_message_size"])
     assert Settings().amqp.max_body_bytes < max_message_size <= 16 * 1024 * 1024  # RabbitMQ 4.x's default
     volumes = _compose()["services"]["rabbitmq"]["volumes"]
     assert "./s2s_daemon/config/rabbitmq.conf:/etc/rabbitmq/conf.d/20-s2s.conf:ro" in volumes
