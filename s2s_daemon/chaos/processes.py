@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -20,6 +19,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
+
+from s2s_daemon.embedded.mongo import free_port  # one implementation: below the ephemeral range
 
 __all__ = ["ManagedProcess", "free_port", "on_cleanup", "pending_cleanups", "stop_all", "wait_port"]
 
@@ -59,35 +60,6 @@ def stop_all() -> None:
             fn = _cleanups.pop()
         with contextlib.suppress(Exception):
             fn()
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):  # pragma: no cover - not Linux
-        return 32768, 60999
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A free port *below* the kernel's ephemeral range.
-
-    A server that is stopped and started again on the same port (the broker's stop_app/start_app, Redis and
-    nx-27017 restarts) must not get a port from that range: while it is down, clients reconnecting to it can be
-    handed that very port as their source port and connect to themselves (TCP self-connect), and the server
-    then fails to listen (eaddrinuse).
-    """
-    low, _ = _ephemeral_range()
-    top = max(low - 1, 10_001)
-    for _ in range(200):
-        port = random.randint(10_000, top)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port below {low} on {host}")
 
 
 def wait_port(port: int, timeout: float, proc: ManagedProcess | None = None, host: str = "127.0.0.1") -> None:

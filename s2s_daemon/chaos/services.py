@@ -215,7 +215,7 @@ class PrivateMongo:
     """nx-27017 on a free port; killed and restarted on the same port and data file."""
 
     def __init__(self, base: Path) -> None:
-        self.server = EmbeddedMongo(base, port=free_port())
+        self.server = EmbeddedMongo(base)
         self._forget = on_cleanup(self.server.stop)
 
     @property

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -18,10 +19,33 @@ from pathlib import Path
 from types import TracebackType
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):  # pragma: no cover - not Linux
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A free port *below* the kernel's ephemeral range.
+
+    A server that is stopped and started again on the same port (the broker's stop_app/start_app, Redis and
+    nx-27017 restarts in the tests and the chaos suite) must not get a port from that range: while it is down,
+    clients reconnecting to it can be handed that very port as their source port and connect to themselves
+    (TCP self-connect), and the server then fails to listen (eaddrinuse).
+    """
+    low, _ = _ephemeral_range()
+    top = max(low - 1, 10_001)
+    for _ in range(200):
+        port = random.randint(10_000, top)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port below {low} on {host}")
 
 
 def _executable() -> list[str]:
