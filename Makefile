@@ -31,7 +31,7 @@ run: $(STAMP)
 
 # Three workers: most integration tests wait on leases, delay queues and sleeps, not on the CPU.
 PYTEST_WORKERS ?= 3
-test: $(STAMP) lint typecheck lint-deploy asyncapi-parser browser
+test: $(STAMP) lint typecheck lint-deploy docs asyncapi-parser browser
 	@$(BIN)/s2s-daemon preflight
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --cov --cov-report=term --cov-fail-under=$(COV_MIN) $(PYTEST_ARGS)
 
@@ -64,6 +64,11 @@ $(ASYNCAPI_PARSER):
 
 typecheck: $(STAMP)
 	$(BIN)/mypy s2s_daemon
+
+# The reference site under docs/; --strict turns every broken link or anchor into a failure.
+.PHONY: docs
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir .site
 
 fmt: $(STAMP)
 	$(BIN)/ruff format s2s_daemon tests
