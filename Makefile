@@ -70,11 +70,11 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix s2s_daemon tests
 
 bench: $(STAMP)
-	$(BIN)/python -m s2s_daemon.bench $(BENCH_ARGS)
+	$(BIN)/python -m tests.harness.bench $(BENCH_ARGS)
 
 # Private RabbitMQ/Redis/nx-27017 per scenario, daemons as processes; CHAOS_ARGS=--only=pause,sigkill or --short.
 chaos: $(STAMP)
-	$(BIN)/python -m s2s_daemon.chaos $(CHAOS_ARGS)
+	$(BIN)/python -m tests.harness.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .data .bench .chaos .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov *.egg-info

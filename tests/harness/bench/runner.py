@@ -37,8 +37,8 @@ import httpx
 import orjson
 import yaml
 
-from s2s_daemon.bench import profile as pyspy
-from s2s_daemon.bench.harness import (
+from tests.harness.bench import profile as pyspy
+from tests.harness.bench.harness import (
     RABBITMQ_URL,
     REDIS_URL,
     DaemonNamespace,
@@ -51,9 +51,9 @@ from s2s_daemon.bench.harness import (
     wait_http_ok,
     wait_port,
 )
-from s2s_daemon.bench.procstat import find_pids_by_name
-from s2s_daemon.bench.report import bucket_delta, counter_total, histogram_quantile, parse_histogram
-from s2s_daemon.bench.spec import LoadSpec, StreamSpec, WebhookSpec
+from tests.harness.bench.procstat import find_pids_by_name
+from tests.harness.bench.report import bucket_delta, counter_total, histogram_quantile, parse_histogram
+from tests.harness.bench.spec import LoadSpec, StreamSpec, WebhookSpec
 from s2s_daemon.embedded import EmbeddedMongo
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "config" / "example.yaml"
@@ -244,7 +244,7 @@ class Bench:
     def _start_reference(self) -> ManagedProcess:
         ready_file = self.dir / "reference.ready"
         argv = python_module(
-            "s2s_daemon.bench.reference",
+            "tests.harness.bench.reference",
             "--exchange",
             self.ref_exchange,
             "--queue",
@@ -317,7 +317,7 @@ class Bench:
         )
         before = _scrape(sidecar)
         self.log("bench: scenario webhook ...")
-        result = self._run_loadgen("webhook", python_module("s2s_daemon.bench.webhook_load", spec.to_json()), [daemon])
+        result = self._run_loadgen("webhook", python_module("tests.harness.bench.webhook_load", spec.to_json()), [daemon])
         after = _scrape_settled(sidecar, before, p.webhook_warmup + result["accepted_202"])
         result["outbox"] = _metrics_stats(before, after)
         lat = result["latency"]
@@ -382,7 +382,7 @@ class Bench:
         )
         before = _scrape(sidecar) if sidecar else None
         self.log(f"bench: scenario {name} ...")
-        argv = python_module("s2s_daemon.bench.load", spec.to_json())
+        argv = python_module("tests.harness.bench.load", spec.to_json())
         result = self._run_loadgen(name, argv, serving, on_started)
         if sidecar is not None and before is not None:
             replies = sum(s["replies"] for s in result["streams"])

@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 import httpx
 
-from s2s_daemon.chaos.processes import ManagedProcess, free_port, on_cleanup, wait_port
+from tests.harness.chaos.processes import ManagedProcess, free_port, on_cleanup, wait_port
 from s2s_daemon.embedded import EmbeddedMongo
 
 __all__ = ["DemoDownstreams", "PrivateMongo", "PrivateRabbit", "PrivateRedis"]

@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import yaml
 
-from s2s_daemon.chaos.processes import ManagedProcess, free_port
-from s2s_daemon.chaos.proxy import ProxyThread
-from s2s_daemon.chaos.services import DemoDownstreams, PrivateMongo, PrivateRabbit, PrivateRedis
+from tests.harness.chaos.processes import ManagedProcess, free_port
+from tests.harness.chaos.proxy import ProxyThread
+from tests.harness.chaos.services import DemoDownstreams, PrivateMongo, PrivateRabbit, PrivateRedis
 from s2s_daemon.outbox.documents import status_count_pipeline
 
 __all__ = ["DaemonProcess", "Stack", "StackOptions"]

@@ -22,7 +22,7 @@ from typing import IO, Any
 import httpx
 import yaml
 
-from s2s_daemon.bench.procstat import ProcSample, sample
+from tests.harness.bench.procstat import ProcSample, sample
 from s2s_daemon.embedded import EmbeddedMongo, free_port
 from s2s_daemon.messaging.topology import Topology
 from s2s_daemon.settings import AmqpSettings
