@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from s2s_daemon.observability.metrics import Metrics
 from tests.harness.bench.procstat import parse_machine_busy, parse_stat_cpu, parse_status_memory
 from tests.harness.bench.profile import parse_collapsed, summarize
 from tests.harness.bench.report import (
@@ -25,7 +26,6 @@ from tests.harness.bench.report import (
 )
 from tests.harness.bench.spec import LoadSpec, StreamSpec
 from tests.harness.bench.summary import rss_growth, target_rows
-from s2s_daemon.observability.metrics import Metrics
 
 INF = math.inf
 
