@@ -1,7 +1,7 @@
 """Chaos suite: faults injected into private services around daemon processes, with Jepsen-style counters.
 
 ``python -m tests.harness.chaos`` (``make chaos``) runs the scenarios at full size; ``tests/chaos`` runs their
-short versions. Layout: ``processes`` (children stopped by PID), ``services`` (private RabbitMQ, Redis,
+short versions. Layout: ``processes`` (registry of what was started), ``services`` (private RabbitMQ, Redis,
 nx-27017, demo downstreams), ``proxy`` (fault-injecting TCP proxy), ``stack`` (one scenario's world),
 ``producer`` (pika publisher and observers), ``counters``, ``run``, ``scenarios``, ``report``, ``cli``.
 """
