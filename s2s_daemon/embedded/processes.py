@@ -4,11 +4,13 @@ test suite, the benchmark and the chaos harness, on mirakuru.
 mirakuru starts every child in its own session (a Ctrl-C in the terminal reaches only the parent), waits until
 its TCP ports accept connections, and stops it by signalling the process group its PID leads: SIGTERM, then
 SIGKILL once the grace is over. It marks each child with an environment variable, so grandchildren that left
-the group are found and signalled too, and whatever is still running at interpreter exit is killed.
+the group are found and signalled too, and whatever is still running at interpreter exit is killed. psutil
+(mirakuru's dependency) finds them.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import random
@@ -20,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Self
 
+import mirakuru.base
+import psutil
 from mirakuru import TCPExecutor
 from mirakuru.exceptions import AlreadyRunning, ProcessExitedWithError, TimeoutExpired
 
@@ -75,6 +79,30 @@ def wait_port(port: int, timeout: float, proc: ManagedProcess | None = None, hos
             return time.perf_counter() - started
         time.sleep(0.02)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:g}s")
+
+
+def _kill_leftovers() -> None:
+    """SIGKILL every process still marked as started by this one (by mirakuru, for us)."""
+    ours = f"{os.getpid()}:"
+    for proc in psutil.process_iter(["environ"]):
+        marker = (proc.info.get("environ") or {}).get(mirakuru.base.ENV_UUID, "")
+        if marker.startswith(ours):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+
+
+_exit_hook_installed = False
+
+
+def _install_exit_hook() -> None:
+    """Replace mirakuru's exit hook, which kills every process whose marker merely *contains* our PID's digits
+    (it can hit the children of another process: an xdist worker, another suite on the machine), with one that
+    matches the marker's exact prefix."""
+    global _exit_hook_installed
+    if not _exit_hook_installed:
+        _exit_hook_installed = True
+        atexit.unregister(mirakuru.base.cleanup_subprocesses)
+        atexit.register(_kill_leftovers)
 
 
 class _Executor(TCPExecutor):
@@ -133,6 +161,7 @@ class ManagedProcess:
 
     def start(self) -> Self:
         """Spawn the child and wait until every port accepts connections (RuntimeError/TimeoutError if not)."""
+        _install_exit_hook()
         output: IO[bytes] | int = subprocess.DEVNULL
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
