@@ -173,24 +173,27 @@ def cmd_dev(args: argparse.Namespace) -> int:
         for line in problems:
             print(line, file=sys.stderr)
         return 1
-    mongo = None
-    demo = None
-    try:
-        if settings.mongodb_uri is None:
-            mongo = EmbeddedMongo(Path(args.data_dir) / "mongo").start()
-            overrides["mongodb_uri"] = mongo.uri
-            print(f"s2s-daemon dev: embedded Mongo-wire server (nx-27017) at {mongo.uri}", file=sys.stderr)
-        # started and listening before the daemon consumes: a command already queued must not meet a refused port
-        demo = ManagedProcess(
-            "demo", [sys.executable, "-m", "s2s_daemon", "demo"], ports=[DEMO_PORT_A, DEMO_PORT_B]
-        ).start()
-        print(f"s2s-daemon dev: demo downstreams service-a :{DEMO_PORT_A}, service-b :{DEMO_PORT_B}", file=sys.stderr)
+    with contextlib.ExitStack() as started:  # stopped in reverse order, whatever happens
+        try:
+            if settings.mongodb_uri is None:
+                mongo = EmbeddedMongo(Path(args.data_dir) / "mongo").start()
+                started.callback(mongo.stop)
+                overrides["mongodb_uri"] = mongo.uri
+                print(f"s2s-daemon dev: embedded Mongo-wire server (nx-27017) at {mongo.uri}", file=sys.stderr)
+            # listening before the daemon consumes: a command already queued must not meet a refused port
+            demo_log = Path(args.data_dir) / "demo.log"
+            demo = ManagedProcess(
+                "demo", [sys.executable, "-m", "s2s_daemon", "demo"], demo_log, ports=[DEMO_PORT_A, DEMO_PORT_B]
+            ).start()
+            started.callback(demo.stop, 5)
+        except (RuntimeError, TimeoutError) as exc:  # a port taken, a child that died or never listened
+            print(f"s2s-daemon dev: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"s2s-daemon dev: demo downstreams service-a :{DEMO_PORT_A}, service-b :{DEMO_PORT_B} (log {demo_log})",
+            file=sys.stderr,
+        )
         return _run_daemon(load_settings(args.config, **overrides))
-    finally:
-        if demo is not None:
-            demo.stop(5)
-        if mongo is not None:
-            mongo.stop()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -166,7 +166,7 @@ class ManagedProcess:
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = output = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop() and kill()
-        self._executor = _Executor(
+        executor = self._executor = _Executor(
             self.argv,
             self.host,
             self.ports,
@@ -179,7 +179,7 @@ class ManagedProcess:
         )
         self.started_at = time.perf_counter()
         try:
-            self._executor.start()
+            executor.start()
         except AlreadyRunning:
             self._close()
             raise RuntimeError(f"{self.name}: a port of {self.ports} on {self.host} is already taken") from None
@@ -192,8 +192,7 @@ class ManagedProcess:
                 f"{self.name} did not listen on {self.host}:{self.ports} within {self.start_timeout:g}s"
                 f"{self._see_log()}"
             ) from None
-        finally:
-            self.popen = self._executor.process or self.popen
+        self.popen = executor.process
         return self
 
     def alive(self) -> bool:
