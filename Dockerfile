@@ -35,7 +35,8 @@ RUN groupadd --system --gid 10001 s2s \
     && useradd --system --uid 10001 --gid s2s --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin s2s
 
-# The wheels are bind-mounted, not copied, so they never become a layer of the final image.
+# The wheels are bind-mounted, not copied, so they never become a layer of the final image. No extra: the
+# `local` (embedded Mongo-wire server for `make run`) and `httpx` (http_client: httpx) extras stay out.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels /wheels/s2s_daemon-*.whl
 

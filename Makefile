@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCAL_STAMP := $(VENV)/.installed-local
 # Branch coverage gate: only ever goes up.
 COV_MIN ?= 70
 
@@ -15,18 +16,26 @@ help:
 	@echo "make chaos  - the eight fault scenarios at full size on private services (table + .chaos/*.json)"
 	@echo "make lint | typecheck | fmt | bench | clean"
 
+# Extras: `local` is what `make run` needs (nx-27017, mirakuru); `dev` (tests, lint, bench, chaos) includes
+# `local` and `httpx`. A production install (the image) takes the wheel with no extra.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(LOCAL_STAMP)
+
+$(LOCAL_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[local]'
+	touch $(LOCAL_STAMP)
 
 venv: $(STAMP)
 
 preflight: $(STAMP)
 	@$(BIN)/s2s-daemon preflight
 
-run: $(STAMP)
+run: $(LOCAL_STAMP)
 	$(BIN)/s2s-daemon dev
 
 # Three workers: most integration tests wait on leases, delay queues and sleeps, not on the CPU.
@@ -63,7 +72,7 @@ $(ASYNCAPI_PARSER):
 	npm install --prefix .tools/node --no-audit --no-fund --ignore-scripts @asyncapi/parser@3.6.3
 
 typecheck: $(STAMP)
-	$(BIN)/mypy s2s_daemon
+	$(BIN)/mypy s2s_daemon tests/harness
 
 # The reference site under docs/; --strict turns every broken link or anchor into a failure.
 .PHONY: docs
@@ -74,12 +83,13 @@ fmt: $(STAMP)
 	$(BIN)/ruff format s2s_daemon tests
 	$(BIN)/ruff check --fix s2s_daemon tests
 
+# The harness lives in tests/harness (outside the wheel); both run from the repository root.
 bench: $(STAMP)
-	$(BIN)/python -m s2s_daemon.bench $(BENCH_ARGS)
+	$(BIN)/python -m tests.harness.bench $(BENCH_ARGS)
 
 # Private RabbitMQ/Redis/nx-27017 per scenario, daemons as processes; CHAOS_ARGS=--only=pause,sigkill or --short.
 chaos: $(STAMP)
-	$(BIN)/python -m s2s_daemon.chaos $(CHAOS_ARGS)
+	$(BIN)/python -m tests.harness.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .data .bench .chaos .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov *.egg-info

@@ -6,9 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -27,6 +25,7 @@ from s2s_daemon.ops.outbox import add_outbox_parser, cmd_outbox
 from s2s_daemon.settings import Settings, load_settings
 
 EXAMPLE_CONFIG = Path(str(files("s2s_daemon") / "config" / "example.yaml"))
+DEMO_PORT_A, DEMO_PORT_B = 8081, 8082  # the example config's base_url of service-a and service-b
 START_HINTS = {
     "RabbitMQ": "start it with: rabbitmq-server -detached",
     "Redis": 'start it with: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no',
@@ -66,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the demo downstreams service-a and service-b")
     demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port-a", type=int, default=8081)
-    demo.add_argument("--port-b", type=int, default=8082)
+    demo.add_argument("--port-a", type=int, default=DEMO_PORT_A)
+    demo.add_argument("--port-b", type=int, default=DEMO_PORT_B)
 
     pre = sub.add_parser("preflight", help="check that RabbitMQ and Redis are reachable")
     _config_arg(pre)
@@ -154,8 +153,19 @@ def preflight(settings: Settings) -> list[str]:
     return problems
 
 
+def _missing_extra(command: str, extra: str, exc: ModuleNotFoundError) -> int:
+    print(
+        f"s2s-daemon {command}: needs the '{extra}' extra ({exc.name} is missing): pip install 's2s-daemon[{extra}]'",
+        file=sys.stderr,
+    )
+    return 2
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
-    from s2s_daemon.embedded import EmbeddedMongo
+    try:
+        from s2s_daemon.embedded import EmbeddedMongo, ManagedProcess
+    except ModuleNotFoundError as exc:
+        return _missing_extra("dev", "local", exc)
 
     overrides: dict[str, Any] = {}
     settings = load_settings(args.config)
@@ -163,27 +173,34 @@ def cmd_dev(args: argparse.Namespace) -> int:
         for line in problems:
             print(line, file=sys.stderr)
         return 1
-    mongo = None
-    demo = None
-    try:
-        if settings.mongodb_uri is None:
-            mongo = EmbeddedMongo(Path(args.data_dir) / "mongo").start()
-            overrides["mongodb_uri"] = mongo.uri
-            print(f"s2s-daemon dev: embedded Mongo-wire server (nx-27017) at {mongo.uri}", file=sys.stderr)
-        demo = subprocess.Popen([sys.executable, "-m", "s2s_daemon", "demo"], start_new_session=True)
-        print("s2s-daemon dev: demo downstreams service-a :8081, service-b :8082", file=sys.stderr)
+    with contextlib.ExitStack() as started:  # stopped in reverse order, whatever happens
+        try:
+            if settings.mongodb_uri is None:
+                mongo = EmbeddedMongo(Path(args.data_dir) / "mongo").start()
+                started.callback(mongo.stop)
+                overrides["mongodb_uri"] = mongo.uri
+                print(f"s2s-daemon dev: embedded Mongo-wire server (nx-27017) at {mongo.uri}", file=sys.stderr)
+            # listening before the daemon consumes: a command already queued must not meet a refused port
+            demo_log = Path(args.data_dir) / "demo.log"
+            demo = ManagedProcess(
+                "demo", [sys.executable, "-m", "s2s_daemon", "demo"], demo_log, ports=[DEMO_PORT_A, DEMO_PORT_B]
+            ).start()
+            started.callback(demo.stop, 5)
+        except (RuntimeError, TimeoutError) as exc:  # a port taken, a child that died or never listened
+            print(f"s2s-daemon dev: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"s2s-daemon dev: demo downstreams service-a :{DEMO_PORT_A}, service-b :{DEMO_PORT_B} (log {demo_log})",
+            file=sys.stderr,
+        )
         return _run_daemon(load_settings(args.config, **overrides))
-    finally:
-        if demo is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(demo.pid, signal.SIGTERM)
-            demo.wait(5)
-        if mongo is not None:
-            mongo.stop()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from s2s_daemon.demo import serve_demo
+    try:
+        from s2s_daemon.demo import serve_demo
+    except ModuleNotFoundError as exc:
+        return _missing_extra("demo", "local", exc)
 
     _use_uvloop()
     with contextlib.suppress(KeyboardInterrupt):

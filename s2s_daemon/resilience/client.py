@@ -17,10 +17,9 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
-import httpx
 import orjson
 
-from s2s_daemon.errors import CommandRejected, DeadLetterReason
+from s2s_daemon.errors import CommandRejected, ConfigError, DeadLetterReason
 from s2s_daemon.messaging.contracts import ErrorKind
 from s2s_daemon.observability.logging import get_logger
 from s2s_daemon.observability.metrics import Metrics
@@ -120,7 +119,12 @@ class AiohttpTransport:
 
 
 class HttpxTransport:
+    """``http_client: httpx``, from the ``httpx`` extra (imported only when chosen)."""
+
     def __init__(self, max_connections: int) -> None:
+        import httpx
+
+        self._httpx = httpx
         self._client = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             follow_redirects=False,
@@ -131,9 +135,9 @@ class HttpxTransport:
             response = await self._client.request(
                 request.method, request.url, headers=request.headers, content=request.content, timeout=timeout
             )
-        except httpx.TimeoutException as exc:
+        except self._httpx.TimeoutException as exc:
             raise TransportTimeout(type(exc).__name__) from exc
-        except httpx.TransportError as exc:
+        except self._httpx.TransportError as exc:
             raise TransportFailure(f"{type(exc).__name__}: {exc}") from exc
         return HttpResponse(response.status_code, dict(response.headers), response.content)
 
@@ -141,8 +145,14 @@ class HttpxTransport:
         await self._client.aclose()
 
 
-def make_transport(kind: str, max_connections: int) -> Transport:
-    return AiohttpTransport(max_connections) if kind == "aiohttp" else HttpxTransport(max_connections)
+def make_transport(kind: str, max_connections: int, key: str = "http_client") -> Transport:
+    """The transport named by the setting ``key``; ConfigError naming it when its library is not installed."""
+    if kind == "aiohttp":
+        return AiohttpTransport(max_connections)
+    try:
+        return HttpxTransport(max_connections)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"{key}: httpx is not installed ({exc}); pip install 's2s-daemon[httpx]'") from exc
 
 
 def build_request(base_url: str, route: RouteSettings, body: Any, headers: dict[str, str]) -> HttpRequest:
@@ -230,7 +240,9 @@ class DownstreamClient:
         self.name = name
         self.settings = settings
         self._metrics = metrics
-        self._transport = transport or make_transport(settings.http_client, settings.max_concurrency)
+        self._transport = transport or make_transport(
+            settings.http_client, settings.max_concurrency, f"downstreams.{name}.http_client"
+        )
         self._bulkhead = asyncio.Semaphore(settings.max_concurrency)
         self._calls = metrics.downstream_calls
         self._latency = metrics.downstream_seconds.labels(name)

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from s2s_daemon.chaos.processes import pending_cleanups, stop_all
-from s2s_daemon.chaos.services import PrivateRabbit
+from tests.harness.chaos.processes import pending_cleanups, stop_all
+from tests.harness.chaos.services import PrivateRabbit
 
 
 def pytest_configure(config: pytest.Config) -> None:

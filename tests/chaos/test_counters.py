@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from s2s_daemon.chaos.counters import FaultWindow, count, percentile, recovery_seconds, sum_counters
-from s2s_daemon.chaos.producer import Command, DeadLetter, Journal, Reply
+from tests.harness.chaos.counters import FaultWindow, count, percentile, recovery_seconds, sum_counters
+from tests.harness.chaos.producer import Command, DeadLetter, Journal, Reply
 
 
 def _journal(n: int) -> Journal:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from s2s_daemon.chaos.proxy import FaultProxy, ProxyKnobs
+from tests.harness.chaos.proxy import FaultProxy, ProxyKnobs
 
 
 @pytest.fixture

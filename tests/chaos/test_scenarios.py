@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from s2s_daemon.chaos.report import format_table
-from s2s_daemon.chaos.scenarios import SCENARIOS, run_scenario
-from s2s_daemon.chaos.services import PrivateRabbit
+from tests.harness.chaos.report import format_table
+from tests.harness.chaos.scenarios import SCENARIOS, run_scenario
+from tests.harness.chaos.services import PrivateRabbit
 
 # one xdist worker runs them all: they share one private RabbitMQ node for the session
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.xdist_group("chaos")]

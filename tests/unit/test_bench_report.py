@@ -7,9 +7,10 @@ import os
 
 import pytest
 
-from s2s_daemon.bench.procstat import parse_machine_busy, parse_stat_cpu, parse_status_memory
-from s2s_daemon.bench.profile import parse_collapsed, summarize
-from s2s_daemon.bench.report import (
+from s2s_daemon.observability.metrics import Metrics
+from tests.harness.bench.procstat import parse_machine_busy, parse_stat_cpu, parse_status_memory
+from tests.harness.bench.profile import parse_collapsed, summarize
+from tests.harness.bench.report import (
     TargetRow,
     bucket_delta,
     counter_total,
@@ -23,9 +24,8 @@ from s2s_daemon.bench.report import (
     percentile,
     targets_table,
 )
-from s2s_daemon.bench.spec import LoadSpec, StreamSpec
-from s2s_daemon.bench.summary import rss_growth, target_rows
-from s2s_daemon.observability.metrics import Metrics
+from tests.harness.bench.spec import LoadSpec, StreamSpec
+from tests.harness.bench.summary import rss_growth, target_rows
 
 INF = math.inf
 

@@ -9,11 +9,11 @@ from typing import Any
 import yaml
 from starlette.datastructures import Headers
 
-from s2s_daemon.bench.cli import build_parser, plan_from
-from s2s_daemon.bench.runner import EXAMPLE_CONFIG, QUICK, WEBHOOK_SOURCE, guarantees
-from s2s_daemon.bench.summary import target_rows
-from s2s_daemon.bench.webhook_load import WebhookLoad, WebhookSpec
 from s2s_daemon.http.webhooks import WebhookSourceSettings, build_verifier
+from tests.harness.bench.cli import build_parser, plan_from
+from tests.harness.bench.runner import EXAMPLE_CONFIG, QUICK, WEBHOOK_SOURCE, guarantees
+from tests.harness.bench.summary import target_rows
+from tests.harness.bench.webhook_load import WebhookLoad, WebhookSpec
 
 
 def _stream(tput: float, succeeded: int = 100, missing: int = 0) -> dict[str, Any]:

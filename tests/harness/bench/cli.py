@@ -1,4 +1,4 @@
-"""``python -m s2s_daemon.bench [--quick] [--replicas N] [--soak SECONDS] [--profile SECONDS]`` (``make bench``)."""
+"""``python -m tests.harness.bench [--quick] [--replicas N] [--soak SECONDS] [--profile SECONDS]`` (``make bench``)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from s2s_daemon.bench.report import save_json
-from s2s_daemon.bench.runner import FULL, QUICK, SCENARIOS, Bench, Plan
-from s2s_daemon.bench.summary import render
+from tests.harness.bench.report import save_json
+from tests.harness.bench.runner import FULL, QUICK, SCENARIOS, Bench, Plan
+from tests.harness.bench.summary import render
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m s2s_daemon.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.harness.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a short run (<= 60 s on 2 cores)")
     parser.add_argument("--count", type=int, help="commands per max-throughput run (instead of --seconds)")
     parser.add_argument("--seconds", type=float, help="length of the max-throughput runs (instead of --count)")

@@ -1,4 +1,4 @@
-"""``python -m s2s_daemon.chaos``: run the scenarios, print the table, save JSON under ``.chaos/``.
+"""``python -m tests.harness.chaos``: run the scenarios, print the table, save JSON under ``.chaos/``.
 
 Exit code 0 when every scenario passed, 1 otherwise, 130 on Ctrl-C (everything started is stopped first).
 """
@@ -16,14 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from s2s_daemon.chaos.processes import stop_all
-from s2s_daemon.chaos.report import format_table, save_json
-from s2s_daemon.chaos.run import ScenarioResult
-from s2s_daemon.chaos.scenarios import SCENARIOS, run_scenario
+from tests.harness.chaos.processes import stop_all
+from tests.harness.chaos.report import format_table, save_json
+from tests.harness.chaos.run import ScenarioResult
+from tests.harness.chaos.scenarios import SCENARIOS, run_scenario
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m s2s_daemon.chaos", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.harness.chaos", description=__doc__)
     parser.add_argument("--short", action="store_true", help="the short sizes (as in make test)")
     parser.add_argument("--only", default="", help=f"comma-separated scenario names: {','.join(SCENARIOS)}")
     parser.add_argument("--out", default=".chaos", help="folder for run logs and JSON (default .chaos)")

@@ -15,11 +15,11 @@ from typing import Any
 
 import orjson
 
-from s2s_daemon.chaos.counters import latencies, percentile, sum_counters
-from s2s_daemon.chaos.producer import Command, good_commands
-from s2s_daemon.chaos.run import Load, ReadinessProbe, ScenarioResult, wait_until
-from s2s_daemon.chaos.services import PrivateRabbit
-from s2s_daemon.chaos.stack import Stack, StackOptions
+from tests.harness.chaos.counters import latencies, percentile, sum_counters
+from tests.harness.chaos.producer import Command, good_commands
+from tests.harness.chaos.run import Load, ReadinessProbe, ScenarioResult, wait_until
+from tests.harness.chaos.services import PrivateRabbit
+from tests.harness.chaos.stack import Stack, StackOptions
 
 __all__ = ["SCENARIOS", "Scenario", "run_scenario"]
 

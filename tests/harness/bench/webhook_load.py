@@ -1,4 +1,4 @@
-"""The webhook load generator, run as its own process: ``python -m s2s_daemon.bench.webhook_load '<JSON>'``.
+"""The webhook load generator, run as its own process: ``python -m tests.harness.bench.webhook_load '<JSON>'``.
 
 POSTs Standard Webhooks v1 deliveries, signed by the third-party ``standardwebhooks`` library (not by our
 own verifier's code), to ``POST /api/webhooks/<source>`` with a unique ``webhook-id`` each, ``concurrency``
@@ -21,9 +21,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from s2s_daemon.bench.procstat import process_deltas, sample_watched
-from s2s_daemon.bench.report import latency_summary
-from s2s_daemon.bench.spec import WebhookSpec, generator_main
+from tests.harness.bench.procstat import process_deltas, sample_watched
+from tests.harness.bench.report import latency_summary
+from tests.harness.bench.spec import WebhookSpec, generator_main
 
 
 class WebhookLoad:
@@ -121,7 +121,7 @@ class WebhookLoad:
 def main(argv: list[str] | None = None) -> int:
     return generator_main(
         argv,
-        "python -m s2s_daemon.bench.webhook_load '<WebhookSpec JSON>'",
+        "python -m tests.harness.bench.webhook_load '<WebhookSpec JSON>'",
         lambda text: WebhookLoad(WebhookSpec.from_json(text)).run(),
     )
 

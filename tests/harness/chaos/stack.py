@@ -13,7 +13,6 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -21,15 +20,19 @@ from typing import Any
 import httpx
 import yaml
 
-from s2s_daemon.chaos.processes import ManagedProcess, free_port
-from s2s_daemon.chaos.proxy import ProxyThread
-from s2s_daemon.chaos.services import DemoDownstreams, PrivateMongo, PrivateRabbit, PrivateRedis
+from s2s_daemon.cli import EXAMPLE_CONFIG
+from s2s_daemon.embedded import free_port
+from s2s_daemon.messaging.topology import Topology
 from s2s_daemon.outbox.documents import status_count_pipeline
+from s2s_daemon.settings import AmqpSettings
+from tests.harness.chaos.processes import ChaosProcess
+from tests.harness.chaos.proxy import ProxyThread
+from tests.harness.chaos.services import DemoDownstreams, PrivateMongo, PrivateRabbit, PrivateRedis
 
 __all__ = ["DaemonProcess", "Stack", "StackOptions"]
 
 PREFIX = "chaos"
-EXAMPLE_CONFIG = Path(str(files("s2s_daemon") / "config" / "example.yaml"))
+TOPOLOGY = Topology.from_settings(AmqpSettings(prefix=PREFIX), ("service-a", "service-b"))
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class DaemonProcess:
     def __init__(self, name: str, base: Path, config_path: Path, env: dict[str, str]) -> None:
         self.name = name
         self.port = free_port()
-        self.process = ManagedProcess(
+        self.process = ChaosProcess(
             name,
             [sys.executable, "-m", "s2s_daemon", "run", "--config", str(config_path)],
             base / f"{name}.log",
@@ -125,21 +128,22 @@ class Stack:
     # names -------------------------------------------------------------------------------------
     @property
     def commands_exchange(self) -> str:
-        return f"{PREFIX}.commands"
+        return TOPOLOGY.commands_exchange_name
 
     @property
     def dlq(self) -> str:
-        return f"{PREFIX}.dlq"
+        return TOPOLOGY.dlq_name
 
     @property
     def reply_queue(self) -> str:
+        """The harness's own durable reply queue (not the daemon's: outside its prefix)."""
         return f"{PREFIX}-harness.replies"
 
     def close_all_connections(self) -> int:
         return self.rabbit.close_all_connections(self.vhost)
 
     def command_queue(self, downstream: str) -> str:
-        return f"{PREFIX}.{downstream}.commands"
+        return TOPOLOGY.command_queue_name(downstream)
 
     # lifecycle ---------------------------------------------------------------------------------
     def __enter__(self) -> Stack:

@@ -6,7 +6,7 @@ daemon's default ``max_concurrency``), and return the reply through FastStream's
 (persistent, on a confirming channel, like the daemon's replies). No dedupe, no outbox, no event publish,
 no schema validation. FastStream's per-message log lines are filtered out (WARNING), as in the daemon run.
 
-``python -m s2s_daemon.bench.reference --exchange X --queue Q --service-url URL --ready-file F``
+``python -m tests.harness.bench.reference --exchange X --queue Q --service-url URL --ready-file F``
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from faststream.rabbit.response import RabbitResponse
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m s2s_daemon.bench.reference", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.harness.bench.reference", description=__doc__)
     parser.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672/")
     parser.add_argument("--exchange", required=True)
     parser.add_argument("--queue", required=True)

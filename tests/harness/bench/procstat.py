@@ -1,4 +1,7 @@
-"""CPU seconds and memory of a process (and its children) from /proc, without psutil.
+"""CPU seconds and memory of a process (and its children) from /proc.
+
+Read directly rather than through psutil: the bench reports peak RSS (VmHWM), which psutil does not give on Linux,
+and the whole machine's busy time from /proc/stat; the parsers are unit-tested.
 
 Read-only: the benchmark also reads the shared RabbitMQ and Redis this way, and never signals them.
 """

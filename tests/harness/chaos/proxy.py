@@ -10,7 +10,7 @@ from any thread:
   the upstream answered, instead of forwarding the answer (the effect happened, the client sees a reset);
 * ``blackhole``: bytes from either side are swallowed; connections stay open and nothing answers.
 
-Run it in a thread of the harness (``ProxyThread``) or alone: ``python -m s2s_daemon.chaos.proxy LISTEN UPSTREAM``.
+Run it in a thread of the harness (``ProxyThread``) or alone: ``python -m tests.harness.chaos.proxy LISTEN UPSTREAM``.
 """
 
 from __future__ import annotations

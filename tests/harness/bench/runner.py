@@ -37,27 +37,27 @@ import httpx
 import orjson
 import yaml
 
-from s2s_daemon.bench import profile as pyspy
-from s2s_daemon.bench.harness import (
+from s2s_daemon.cli import EXAMPLE_CONFIG
+from s2s_daemon.embedded import EmbeddedMongo, free_port
+from tests.harness.bench import profile as pyspy
+from tests.harness.bench.harness import (
     RABBITMQ_URL,
     REDIS_URL,
+    BenchProcess,
     DaemonNamespace,
-    ManagedProcess,
     daemon_config,
     delete_namespaces,
-    free_port,
+    harness_env,
     python_module,
     start_mongo,
     wait_http_ok,
-    wait_port,
 )
-from s2s_daemon.bench.procstat import find_pids_by_name
-from s2s_daemon.bench.report import bucket_delta, counter_total, histogram_quantile, parse_histogram
-from s2s_daemon.bench.spec import LoadSpec, StreamSpec, WebhookSpec
-from s2s_daemon.embedded import EmbeddedMongo
+from tests.harness.bench.procstat import find_pids_by_name
+from tests.harness.bench.report import bucket_delta, counter_total, histogram_quantile, parse_histogram
+from tests.harness.bench.spec import LoadSpec, StreamSpec, WebhookSpec
 
-EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "config" / "example.yaml"
-DOWNSTREAMS = ("service-a", "service-b")
+__all__ = ["EXAMPLE_CONFIG", "FULL", "QUICK", "SCENARIOS", "Bench", "Plan", "guarantees"]
+
 ROUTE_A = "service-a.create-resource"
 ROUTE_B = "service-b.get-resource"
 LAG_METRIC = "s2s_outbox_publish_lag_seconds"
@@ -112,10 +112,12 @@ class Bench:
         self.log = log
         self.ns = DaemonNamespace(self.run_id)
         self.ns_iso = DaemonNamespace(self.run_id + "-iso")
-        self.ref_exchange = f"{self.run_id}.ref"
-        self.ref_queue = f"{self.run_id}.ref.commands"
+        # the reference app's exchange and queue, named as the daemon names its own
+        self.ns_ref = DaemonNamespace(self.run_id + "-ref", ("service-a",))
+        self.ref_exchange = self.ns_ref.commands_exchange
+        self.ref_queue = self.ns_ref.topology.command_queue_name("service-a")
         self.mongo: EmbeddedMongo | None = None
-        self.procs: list[ManagedProcess] = []
+        self.procs: list[BenchProcess] = []
         self.results: dict[str, Any] = {
             "run_id": self.run_id,
             "started_at": self.stamp,
@@ -198,8 +200,11 @@ class Bench:
             dead.stop()
 
     # processes -------------------------------------------------------------------------------------
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ManagedProcess:
-        proc = ManagedProcess(name, argv, self.dir / f"{name}.log", env)
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, ports: tuple[int, ...] = ()
+    ) -> BenchProcess:
+        """Start a child (and wait for ``ports``); the teardown stops it whatever happens."""
+        proc = BenchProcess(name, argv, self.dir / f"{name}.log", harness_env(env), ports=ports, start_timeout=20)
         self.procs.append(proc)
         return proc.start()
 
@@ -208,14 +213,14 @@ class Bench:
         self.results["startup"]["nx-27017_s"] = round(seconds, 3)
         self.log(f"bench: nx-27017 at {self.mongo.uri} ({seconds:.2f}s)")
         self.port_a, self.port_b = free_port(), free_port()
-        demo = self._spawn(
-            "demo", python_module("s2s_daemon", "demo", "--port-a", str(self.port_a), "--port-b", str(self.port_b))
+        self._spawn(
+            "demo",
+            python_module("s2s_daemon", "demo", "--port-a", str(self.port_a), "--port-b", str(self.port_b)),
+            ports=(self.port_a, self.port_b),
         )
-        wait_port(self.port_a, 20, demo)
-        wait_port(self.port_b, 20, demo)
         self.log(f"bench: demo downstreams on :{self.port_a} and :{self.port_b}")
 
-    def _start_daemon(self, name: str, ns: DaemonNamespace, *, dead_b: bool) -> tuple[ManagedProcess, str]:
+    def _start_daemon(self, name: str, ns: DaemonNamespace, *, dead_b: bool) -> tuple[BenchProcess, str]:
         assert self.mongo is not None
         http_port = free_port()
         # a port nobody listens on: connection refused at once
@@ -241,10 +246,10 @@ class Bench:
         self.log(f"bench: {name} pid {proc.pid} ready in {ready:.2f}s (prefix {ns.prefix}, dead service-b: {dead_b})")
         return proc, sidecar
 
-    def _start_reference(self) -> ManagedProcess:
+    def _start_reference(self) -> BenchProcess:
         ready_file = self.dir / "reference.ready"
         argv = python_module(
-            "s2s_daemon.bench.reference",
+            "tests.harness.bench.reference",
             "--exchange",
             self.ref_exchange,
             "--queue",
@@ -264,7 +269,7 @@ class Bench:
         self.log(f"bench: reference pid {proc.pid} ready in {time.perf_counter() - proc.started_at:.2f}s")
         return proc
 
-    def _start_replicas(self, total: int) -> list[ManagedProcess]:
+    def _start_replicas(self, total: int) -> list[BenchProcess]:
         """``total - 1`` more daemons in the main namespace: same queues, Redis keys and outbox database."""
         return [self._start_daemon(f"daemon-r{i}", self.ns, dead_b=False)[0] for i in range(2, total + 1)]
 
@@ -276,7 +281,7 @@ class Bench:
         return data
 
     # scenarios -------------------------------------------------------------------------------------
-    def _max_run(self, name: str, stream: StreamSpec, serving: list[ManagedProcess], sidecar: str) -> dict[str, Any]:
+    def _max_run(self, name: str, stream: StreamSpec, serving: list[BenchProcess], sidecar: str) -> dict[str, Any]:
         """Max throughput on one or more daemons, with the guarantees checked at the demo service-a.
 
         The demo forgets everything first, so its counters after the run cover exactly this run's commands
@@ -301,7 +306,7 @@ class Bench:
         )
         return result
 
-    def _webhooks(self, daemon: ManagedProcess, sidecar: str) -> dict[str, Any]:
+    def _webhooks(self, daemon: BenchProcess, sidecar: str) -> dict[str, Any]:
         """Signed deliveries to ``POST /api/webhooks/acme`` from a separate process; outbox lag from /metrics."""
         p = self.plan
         example = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
@@ -317,7 +322,9 @@ class Bench:
         )
         before = _scrape(sidecar)
         self.log("bench: scenario webhook ...")
-        result = self._run_loadgen("webhook", python_module("s2s_daemon.bench.webhook_load", spec.to_json()), [daemon])
+        result = self._run_loadgen(
+            "webhook", python_module("tests.harness.bench.webhook_load", spec.to_json()), [daemon]
+        )
         after = _scrape_settled(sidecar, before, p.webhook_warmup + result["accepted_202"])
         result["outbox"] = _metrics_stats(before, after)
         lat = result["latency"]
@@ -328,7 +335,7 @@ class Bench:
         return result
 
     def _run_loadgen(
-        self, name: str, argv: list[str], serving: list[ManagedProcess], on_started: Any = None
+        self, name: str, argv: list[str], serving: list[BenchProcess], on_started: Any = None
     ) -> dict[str, Any]:
         """Run one load generator to its end, watching the served processes; its last JSON line is the result."""
         proc = self._spawn(f"load-{name}", argv)
@@ -341,15 +348,16 @@ class Bench:
         code = proc.stop()
         if code != 0:
             raise RuntimeError(f"load generator for {name} exited with {code}:\n{proc.tail()}")
-        lines = [line for line in proc.log_path.read_text().splitlines() if line.startswith("{")]
+        log = self.dir / f"load-{name}.log"
+        lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
         result: dict[str, Any] = orjson.loads(lines[-1])
         return result
 
     def _watch(self) -> dict[str, int]:
         """Every long-running process of ours that is alive, plus the shared RabbitMQ and Redis (read only)."""
         watch = {p.name: p.pid for p in self.procs if p.alive() and not p.name.startswith("load-")}
-        if self.mongo is not None and self.mongo.process is not None:
-            watch["nx-27017"] = self.mongo.process.pid
+        if self.mongo is not None and self.mongo.pid is not None:
+            watch["nx-27017"] = self.mongo.pid
         for comm, label in (("beam.smp", "rabbitmq"), ("redis-server", "redis")):
             pids = find_pids_by_name(comm)
             if len(pids) == 1:
@@ -363,7 +371,7 @@ class Bench:
         streams: list[StreamSpec],
         *,
         warmup: int,
-        serving: list[ManagedProcess],
+        serving: list[BenchProcess],
         sidecar: str | None = None,
         rss_every: float = 0.0,
         on_started: Any = None,
@@ -382,7 +390,7 @@ class Bench:
         )
         before = _scrape(sidecar) if sidecar else None
         self.log(f"bench: scenario {name} ...")
-        argv = python_module("s2s_daemon.bench.load", spec.to_json())
+        argv = python_module("tests.harness.bench.load", spec.to_json())
         result = self._run_loadgen(name, argv, serving, on_started)
         if sidecar is not None and before is not None:
             replies = sum(s["replies"] for s in result["streams"])
@@ -395,17 +403,17 @@ class Bench:
         )
         return result
 
-    def _profile(self, daemon: ManagedProcess, sidecar: str) -> dict[str, Any]:
+    def _profile(self, daemon: BenchProcess, sidecar: str) -> dict[str, Any]:
         """Max load with py-spy on the daemon (and on nx-27017, which the relay waits for)."""
         if pyspy.py_spy_path() is None:
             return {"error": "py-spy is not installed (.venv/bin/pip install py-spy)"}
         seconds = self.plan.profile_seconds
         targets = {"daemon": daemon.pid}
-        if self.mongo is not None and self.mongo.process is not None:
-            targets["nx-27017"] = self.mongo.process.pid
+        if self.mongo is not None and self.mongo.pid is not None:
+            targets["nx-27017"] = self.mongo.pid
         spies: dict[str, tuple[Any, Path, Path]] = {}
 
-        def attach(_: ManagedProcess) -> None:
+        def attach(_: BenchProcess) -> None:
             time.sleep(3)  # past the warm-up
             for name, pid in targets.items():
                 spies[name] = pyspy.start_py_spy(pid, seconds, self.dir, name)
@@ -443,7 +451,6 @@ class Bench:
             cleanup["deleted"] = asyncio.run(
                 delete_namespaces(
                     [self.ns, self.ns_iso],
-                    DOWNSTREAMS,
                     extra_queues=[self.ref_queue],
                     extra_exchanges=[self.ref_exchange],
                 )

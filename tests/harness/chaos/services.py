@@ -26,8 +26,8 @@ from urllib.parse import quote
 
 import httpx
 
-from s2s_daemon.chaos.processes import ManagedProcess, free_port, on_cleanup, wait_port
-from s2s_daemon.embedded import EmbeddedMongo
+from s2s_daemon.embedded import EmbeddedMongo, free_port, wait_port
+from tests.harness.chaos.processes import ChaosProcess, on_cleanup
 
 __all__ = ["DemoDownstreams", "PrivateMongo", "PrivateRabbit", "PrivateRedis"]
 
@@ -51,7 +51,7 @@ class PrivateRabbit:
         self.port = free_port()
         self.dist_port = free_port()
         self.home = base / "home"
-        self.process: ManagedProcess | None = None
+        self.process: ChaosProcess | None = None
 
     @property
     def url(self) -> str:
@@ -91,7 +91,7 @@ class PrivateRabbit:
         (self.base / "enabled_plugins").write_text("[].\n")
         (self.base / "rabbitmq.conf").write_text(BROKER_CONF.read_text())
         (self.base / "rabbitmq-env.conf").write_text("")
-        self.process = ManagedProcess(
+        self.process = ChaosProcess(
             "rabbitmq", [str(RABBIT_BIN / "rabbitmq-server")], self.base / "rabbitmq-server.log", self._env()
         ).start()
         self.await_startup(timeout)
@@ -171,7 +171,7 @@ class PrivateRedis:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.port = free_port()
-        self.process: ManagedProcess | None = None
+        self.process: ChaosProcess | None = None
 
     @property
     def url(self) -> str:
@@ -184,8 +184,9 @@ class PrivateRedis:
         self.base.mkdir(parents=True, exist_ok=True)
         argv = [executable, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"]
         argv += ["--dir", str(self.base)]
-        self.process = ManagedProcess("redis", argv, self.base / "redis.log").start()
-        wait_port(self.port, timeout, self.process)
+        self.process = ChaosProcess(
+            "redis", argv, self.base / "redis.log", ports=[self.port], start_timeout=timeout
+        ).start()
         return self
 
     def client(self) -> Any:
@@ -245,7 +246,7 @@ class DemoDownstreams:
         self.name = name
         self.port_a = free_port()
         self.port_b = free_port()
-        self.process: ManagedProcess | None = None
+        self.process: ChaosProcess | None = None
 
     @property
     def url_a(self) -> str:
@@ -258,9 +259,9 @@ class DemoDownstreams:
     def start(self, timeout: float = 30.0) -> DemoDownstreams:
         argv = [sys.executable, "-m", "s2s_daemon", "demo", "--port-a", str(self.port_a)]
         argv += ["--port-b", str(self.port_b)]
-        self.process = ManagedProcess(self.name, argv, self.base / f"{self.name}.log").start()
-        wait_port(self.port_a, timeout, self.process)
-        wait_port(self.port_b, timeout, self.process)
+        self.process = ChaosProcess(
+            self.name, argv, self.base / f"{self.name}.log", ports=[self.port_a, self.port_b], start_timeout=timeout
+        ).start()
         return self
 
     def stats(self, service: str = "a") -> dict[str, Any]:

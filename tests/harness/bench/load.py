@@ -1,4 +1,4 @@
-"""The load generator, run as its own process: ``python -m s2s_daemon.bench.load '<LoadSpec JSON>'``.
+"""The load generator, run as its own process: ``python -m tests.harness.bench.load '<LoadSpec JSON>'``.
 
 Publishes commands with aio-pika (persistent, publisher confirms, unique message_id and correlation_id,
 reply_to = its own exclusive reply queue) and measures command -> reply latency per correlation id, from
@@ -22,9 +22,9 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
-from s2s_daemon.bench.procstat import process_deltas, sample, sample_watched
-from s2s_daemon.bench.report import latency_summary
-from s2s_daemon.bench.spec import LoadSpec, StreamSpec, body_for, generator_main
+from tests.harness.bench.procstat import process_deltas, sample, sample_watched
+from tests.harness.bench.report import latency_summary
+from tests.harness.bench.spec import LoadSpec, StreamSpec, body_for, generator_main
 
 
 @dataclass
@@ -232,7 +232,7 @@ class LoadGenerator:
 def main(argv: list[str] | None = None) -> int:
     return generator_main(
         argv,
-        "python -m s2s_daemon.bench.load '<LoadSpec JSON>'",
+        "python -m tests.harness.bench.load '<LoadSpec JSON>'",
         lambda text: LoadGenerator(LoadSpec.from_json(text)).run(),
     )
 

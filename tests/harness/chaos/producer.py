@@ -21,6 +21,8 @@ import orjson
 import pika
 import pika.exceptions
 
+from s2s_daemon.messaging.contracts import H_ATTEMPT, H_REASON
+
 __all__ = [
     "CHAOS_ID",
     "Command",
@@ -320,10 +322,10 @@ class Observer(Worker):
         for death in headers.get("x-death") or []:
             reason = _text(death.get("reason")) or "?"
             deaths[reason] = deaths.get(reason, 0) + int(death.get("count", 1))
-        attempt = headers.get("x-s2s-attempt", 1)
+        attempt = headers.get(H_ATTEMPT, 1)
         dead = DeadLetter(
             time.monotonic(),
-            _text(headers.get("x-s2s-reason")) or _text(headers.get("x-first-death-reason")),
+            _text(headers.get(H_REASON)) or _text(headers.get("x-first-death-reason")),
             deaths,
             int(attempt) if isinstance(attempt, int | str) and str(attempt).isdigit() else 1,
         )

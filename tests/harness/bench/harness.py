@@ -1,87 +1,48 @@
 """Processes the benchmark starts and stops by PID, the daemon configs it writes, and namespace cleanup.
 
-Every process runs in its own session (``start_new_session``) so a Ctrl-C in the terminal reaches only the
-harness, which then stops them in order: SIGTERM to the process group led by the PID, SIGKILL after a grace
-period.
+Processes are the package's ``ManagedProcess`` (own session, SIGTERM to the group, SIGKILL after a grace),
+which also samples CPU and memory here; AMQP names come from the daemon's ``Topology``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import yaml
 
-from s2s_daemon.bench.procstat import ProcSample, sample
-from s2s_daemon.embedded import EmbeddedMongo, free_port
+from s2s_daemon.embedded import EmbeddedMongo, ManagedProcess
 from s2s_daemon.messaging.topology import Topology
 from s2s_daemon.settings import AmqpSettings
+from tests.harness.bench.procstat import ProcSample, sample
 
 __all__ = [
+    "BenchProcess",
     "DaemonNamespace",
-    "ManagedProcess",
     "daemon_config",
     "delete_namespaces",
-    "free_port",
     "python_module",
     "start_mongo",
     "wait_http_ok",
-    "wait_port",
 ]
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 REDIS_URL = "redis://127.0.0.1:6379/0"
+# the harness's own modules run as ``python -m tests.harness...`` from wherever the bench was started
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 # processes ---------------------------------------------------------------------------------------------
-class ManagedProcess:
-    """A child process in its own session, with its output in a log file, stopped by its PID."""
+class BenchProcess(ManagedProcess):
+    """A managed child whose CPU and memory the bench reads, last of all just before it is stopped."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> None:
-        self.name = name
-        self.argv = list(argv)
-        self.log_path = log_path
-        self.env = dict(env or {})
-        self.popen: subprocess.Popen[bytes] | None = None
-        self.started_at = 0.0
-        self._log: IO[bytes] | None = None
-        self.last_sample: ProcSample | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None, f"{self.name} was not started"
-        return self.popen.pid
-
-    def start(self) -> ManagedProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.started_at = time.perf_counter()
-        self.popen = subprocess.Popen(
-            self.argv,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **self.env},
-            start_new_session=True,
-        )
-        return self
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def check_alive(self) -> None:
-        if self.popen is not None and self.popen.poll() is not None:
-            raise RuntimeError(f"{self.name} exited with {self.popen.returncode}; see {self.log_path}:\n{self.tail()}")
+    last_sample: ProcSample | None = None
 
     def sample(self) -> ProcSample | None:
         got = sample(self.pid) if self.alive() else None
@@ -89,47 +50,19 @@ class ManagedProcess:
             self.last_sample = got
         return got
 
-    def tail(self, lines: int = 15) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM to the process group the PID leads, SIGKILL after ``timeout``; returns the exit code."""
-        proc = self.popen
-        if proc is None:
-            return None
-        if proc.poll() is None:
+    def stop(self, grace: float = 10.0) -> int | None:
+        if self.alive():
             self.sample()
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return proc.returncode
+        return super().stop(grace)
 
 
 def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def wait_port(port: int, timeout: float, proc: ManagedProcess | None = None, host: str = "127.0.0.1") -> float:
-    """Seconds until ``host:port`` accepts connections."""
-    started = time.perf_counter()
-    deadline = started + timeout
-    while time.perf_counter() < deadline:
-        if proc is not None:
-            proc.check_alive()
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
-            return time.perf_counter() - started
-        time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+def harness_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``env`` plus a PYTHONPATH that finds ``tests.harness`` (the bench may run from another folder)."""
+    return {"PYTHONPATH": str(REPO_ROOT), **(env or {})}
 
 
 def wait_http_ok(url: str, timeout: float, proc: ManagedProcess | None = None) -> float:
@@ -158,12 +91,15 @@ class DaemonNamespace:
     def key_prefix(self) -> str:
         return f"{self.prefix}:idem:"
 
+    downstreams: tuple[str, ...] = ("service-a", "service-b")
+
+    @property
+    def topology(self) -> Topology:
+        return Topology.from_settings(AmqpSettings(prefix=self.prefix), self.downstreams)
+
     @property
     def commands_exchange(self) -> str:
-        return f"{self.prefix}.commands"
-
-    def topology(self, downstreams: tuple[str, ...]) -> Topology:
-        return Topology.from_settings(AmqpSettings(prefix=self.prefix), downstreams)
+        return self.topology.commands_exchange_name
 
 
 def daemon_config(
@@ -189,7 +125,6 @@ def daemon_config(
 
 async def delete_namespaces(
     namespaces: Sequence[DaemonNamespace],
-    downstreams: tuple[str, ...],
     extra_queues: Sequence[str] = (),
     extra_exchanges: Sequence[str] = (),
 ) -> dict[str, int]:
@@ -201,7 +136,7 @@ async def delete_namespaces(
     queues = [*extra_queues]
     exchanges = [*extra_exchanges]
     for ns in namespaces:
-        topology = ns.topology(downstreams)
+        topology = ns.topology
         queues.extend(topology.all_queue_names())
         exchanges.extend(topology.all_exchange_names())
     connection = await aio_pika.connect(RABBITMQ_URL, timeout=5)

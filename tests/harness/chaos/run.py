@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from s2s_daemon.chaos.counters import Counters, FaultWindow, count
-from s2s_daemon.chaos.producer import Command, Journal, Observer, Publisher, Worker, declare_reply_queue
-from s2s_daemon.chaos.stack import DaemonProcess, Stack
+from tests.harness.chaos.counters import Counters, FaultWindow, count
+from tests.harness.chaos.producer import Command, Journal, Observer, Publisher, Worker, declare_reply_queue
+from tests.harness.chaos.stack import DaemonProcess, Stack
 
 __all__ = ["Load", "ReadinessProbe", "ScenarioResult", "wait_until"]
 

@@ -4,7 +4,7 @@ Starts its own nx-27017, demo downstreams, daemons and reference app as separate
 another process, prints one row per issue-8 target and saves the results as JSON under ``.bench/``.
 """
 
-from s2s_daemon.bench.cli import main
-from s2s_daemon.bench.runner import FULL, QUICK, Bench, Plan
+from tests.harness.bench.cli import main
+from tests.harness.bench.runner import FULL, QUICK, Bench, Plan
 
 __all__ = ["FULL", "QUICK", "Bench", "Plan", "main"]

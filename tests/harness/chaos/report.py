@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from s2s_daemon.chaos.run import ScenarioResult
+from tests.harness.chaos.run import ScenarioResult
 
 __all__ = ["format_table", "save_json"]
 

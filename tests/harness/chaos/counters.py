@@ -28,7 +28,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from s2s_daemon.chaos.producer import Journal
+from tests.harness.chaos.producer import Journal
 
 __all__ = ["Counters", "FaultWindow", "count", "latencies", "percentile", "recovery_seconds", "sum_counters"]
 

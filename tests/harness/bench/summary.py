@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from s2s_daemon.bench.report import TargetRow, fmt_num, fmt_ratio, format_table, targets_table
+from tests.harness.bench.report import TargetRow, fmt_num, fmt_ratio, format_table, targets_table
 
 E2E_TARGET = 1300.0
 E2E_STRETCH = 2000.0

@@ -1,3 +1,0 @@
-from s2s_daemon.bench.cli import main
-
-raise SystemExit(main())

@@ -1,0 +1,3 @@
+from tests.harness.bench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from tests.harness.chaos.cli import main
+
+sys.exit(main())
