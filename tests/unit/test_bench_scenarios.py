@@ -13,7 +13,8 @@ from s2s_daemon.bench.cli import build_parser, plan_from
 from s2s_daemon.bench.runner import EXAMPLE_CONFIG, QUICK, WEBHOOK_SOURCE, guarantees
 from s2s_daemon.bench.summary import target_rows
 from s2s_daemon.bench.webhook_load import WebhookLoad, WebhookSpec
-from s2s_daemon.http.webhooks import WebhookSourceSettings, build_verifier
+from s2s_daemon.http.webhooks import build_verifier
+from s2s_daemon.settings import WebhookSourceSettings
 
 
 def _stream(tput: float, succeeded: int = 100, missing: int = 0) -> dict[str, Any]:

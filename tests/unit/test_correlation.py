@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s2s_daemon.messaging.middlewares import correlation_fields
+from s2s_daemon.messaging import header_text, message_correlation
 from s2s_daemon.observability.correlation import TraceContext, clean_id
 from s2s_daemon.observability.logging import redact_secrets, redact_url
 
@@ -39,25 +39,28 @@ def test_invalid_traceparents_are_ignored() -> None:
 
 
 def test_correlation_precedence() -> None:
-    """AMQP correlation_id, then x-correlation-id header, then the trace id, then a new id."""
+    """AMQP correlation_id, then x-correlation-id header, then the trace id, else none (the caller makes one)."""
     raw = SimpleNamespace(correlation_id="amqp-c", headers={"x-correlation-id": "hdr"}, routing_key="a.b")
-    assert correlation_fields(raw)["correlation_id"] == "amqp-c"
+    assert message_correlation(raw) == ("amqp-c", None)
     raw = SimpleNamespace(correlation_id=None, headers={"x-correlation-id": b"hdr"}, routing_key="a.b")
-    assert correlation_fields(raw)["correlation_id"] == "hdr"
-    raw = SimpleNamespace(correlation_id=None, headers={"traceparent": VALID}, routing_key="a.b")
-    assert correlation_fields(raw)["correlation_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert message_correlation(raw)[0] == "hdr"
+    raw = SimpleNamespace(correlation_id=None, headers={"traceparent": VALID.encode()}, routing_key="a.b")
+    found, trace = message_correlation(raw)
+    assert found == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert trace is not None
+    assert trace.header == VALID
     raw = SimpleNamespace(correlation_id="bad id with spaces", headers={}, routing_key="a.b")
-    generated = correlation_fields(raw)["correlation_id"]
-    assert len(generated) == 32
+    assert message_correlation(raw) == (None, None)
 
 
 def test_clean_id_refuses_junk() -> None:
     """Ids must be printable ASCII without spaces and at most 200 characters."""
     assert clean_id("abc-123") == "abc-123"
-    assert clean_id(b"abc") == "abc"
+    assert clean_id(header_text(b"abc")) == "abc"
     assert clean_id("a b") is None
     assert clean_id("x" * 201) is None
-    assert clean_id(b"\xff") is None
+    assert clean_id(header_text(b"\xff")) is None
+    assert clean_id(b"abc") is None  # bytes are decoded by the AMQP header codec first
     assert clean_id(42) is None
 
 
