@@ -65,11 +65,10 @@ class RetryState:
     def from_headers(cls, headers: Mapping[str, Any] | None) -> RetryState:
         if not headers:
             return _FIRST
-        return cls(
-            _at_least(headers.get(c.H_ATTEMPT), 1),
-            _at_least(headers.get(c.H_CALLS), 0),
-            _at_least(headers.get(c.H_FIRST_CALL_AT), 0) or None,
-        )
+        attempt, calls, first = headers.get(c.H_ATTEMPT), headers.get(c.H_CALLS), headers.get(c.H_FIRST_CALL_AT)
+        if attempt is None and calls is None and first is None:  # a first delivery: no allocation per command
+            return _FIRST
+        return cls(_at_least(attempt, 1), _at_least(calls, 0), _at_least(first, 0) or None)
 
     def redelivered(self, calls: int | None = None, first_call_at: int | None = None) -> RetryState:
         """The state the next delivery starts from; ``calls``/``first_call_at`` when this one called downstream."""
