@@ -1,5 +1,7 @@
 """Composition root: settings -> clients -> stores -> pipeline -> subscribers -> relay -> sidecar.
 
+The one module that knows every layer: it builds the clients and injects them downward.
+
 One asyncio process. ``Daemon.start()`` connects everything (failing loudly, naming the dependency),
 ``Daemon.stop()`` drains in the order that loses nothing: readiness off -> consumers stop taking messages ->
 in-flight handlers finish (grace period) -> the relay flushes its claims -> connections close.
@@ -16,7 +18,6 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import aiormq
@@ -28,42 +29,39 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from s2s_daemon.errors import ConfigError, DependencyUnavailable
-from s2s_daemon.http.app import SidecarContext, create_app
-from s2s_daemon.http.health import CheckResult, HealthCheck, backlog_check, breaker_check, ping_check, run_checks
-from s2s_daemon.http.server import SidecarServer
-from s2s_daemon.idempotency.store import IdempotencyStore
-from s2s_daemon.messaging.consumer import CommandProcessor
-from s2s_daemon.messaging.flow import ConsumerGate, DependencyHold
-from s2s_daemon.messaging.gateway import CommandGateway
-from s2s_daemon.messaging.middlewares import DEFAULT_MIDDLEWARES
-from s2s_daemon.messaging.publisher import AmqpPublisher
-from s2s_daemon.messaging.topology import Topology
-from s2s_daemon.observability.logging import get_logger, redact_url
-from s2s_daemon.observability.metrics import Metrics
-from s2s_daemon.observability.sampler import StateSampler
-from s2s_daemon.outbox.documents import OutboxDocument, count_in_status
-from s2s_daemon.outbox.relay import Relay
-from s2s_daemon.outbox.writer import OutboxWriter
-from s2s_daemon.resilience.client import DownstreamClient
-from s2s_daemon.resilience.shared import SharedBreakerState
-from s2s_daemon.settings import Settings
+from s2s_daemon.http import (
+    CheckResult,
+    HealthCheck,
+    SidecarContext,
+    SidecarServer,
+    backlog_check,
+    breaker_check,
+    create_app,
+    ping_check,
+    run_checks,
+)
+from s2s_daemon.idempotency import IdempotencyStore
+from s2s_daemon.messaging import (
+    DEFAULT_MIDDLEWARES,
+    AmqpPublisher,
+    CommandGateway,
+    ConsumerGate,
+    DependencyHold,
+    Topology,
+)
+from s2s_daemon.observability import Metrics, StateSampler, get_logger, package_version, redact_url
+from s2s_daemon.outbox import OutboxDocument, OutboxWriter, Relay, count_in_status
+from s2s_daemon.pipeline import CommandPipeline
+from s2s_daemon.resilience import DownstreamClient, SharedBreakerState
+from s2s_daemon.settings import DEFAULT_MONGODB_URI, Settings
 
 log = get_logger("s2s.daemon")
 _STOP_STEP_TIMEOUT_S = 15.0  # per shutdown step beyond the drain's own grace period
-
-DEFAULT_MONGODB_URI = "mongodb://127.0.0.1:27017"
 
 
 def _in_flight(subscriber: Any) -> int:
     """Messages a FastStream subscriber is handling now (its graceful-shutdown lock); 0 when unknown."""
     return int(getattr(getattr(subscriber, "lock", None), "qsize", 0) or 0)
-
-
-def package_version() -> str:
-    try:
-        return version("s2s-daemon")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-        return "0+unknown"
 
 
 async def message_itself(msg: Any) -> Any:
@@ -151,7 +149,7 @@ class Daemon:
         )
         # every consumer pauses while Redis is unreachable; the gates are added below, one per subscriber
         self.redis_hold = DependencyHold("redis", self.gates, self.redis.ping)
-        processor = CommandProcessor(
+        pipeline = CommandPipeline(
             s,
             self.topology,
             store,
@@ -173,7 +171,7 @@ class Daemon:
                 title=f"{name}-commands",
                 decoder=message_itself,
             )
-            subscriber(processor.handle)
+            subscriber(pipeline.handle)
             gate = ConsumerGate(name, subscriber, self.clients[name].breaker, prefetch, self.metrics)
             self.clients[name].add_transition_listener(gate.on_transition)
             self.gates[name] = gate
@@ -193,7 +191,7 @@ class Daemon:
             channel=Channel(prefetch_count=s.amqp.prefetch),
             title="unrouted",
             decoder=message_itself,
-        )(processor.handle_unrouted)
+        )(pipeline.handle_unrouted)
 
         rabbit_url = s.rabbitmq_url.get_secret_value()
         await self._require("rabbitmq", rabbit_url, self.broker.connect())

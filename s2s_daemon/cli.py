@@ -221,6 +221,8 @@ def cmd_send(args: argparse.Namespace) -> int:
 async def _send(settings: Settings, routing_key: str, body: Any, wait: bool, timeout: float, key: str | None) -> int:
     import aio_pika
 
+    from s2s_daemon.messaging import Topology
+
     key = key or uuid.uuid4().hex
     correlation_id = uuid.uuid4().hex
     try:
@@ -230,7 +232,9 @@ async def _send(settings: Settings, routing_key: str, body: Any, wait: bool, tim
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         reply_queue = await channel.declare_queue(exclusive=True, auto_delete=True) if wait else None
-        exchange = await channel.get_exchange(f"{settings.amqp.prefix}.commands", ensure=True)
+        exchange = await channel.get_exchange(
+            Topology.of_prefix(settings.amqp.prefix).commands_exchange_name, ensure=True
+        )
         started = time.perf_counter()
         await exchange.publish(
             aio_pika.Message(

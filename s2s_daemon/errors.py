@@ -5,12 +5,26 @@ S2SError
  +-- DependencyUnavailable       RabbitMQ / Redis / MongoDB cannot be reached
  +-- CommandRejected             a command that can never succeed: dead-lettered with ``reason``
  +-- Redeliver                   control flow: hand the message back for a later attempt (``delay`` seconds)
+ +-- Duplicate                   control flow: the key was answered before; answer again from the stored record
+ +-- KeyConflict                 control flow: the key was used before with another payload; answer ``conflict``
  +-- DeadLetterQueueError        an operator's DLQ command cannot run (queue missing, bad selection)
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
+
+
+class ErrorKind(StrEnum):
+    """What went wrong with a command, as a producer reads it in a failed reply (``error.kind``)."""
+
+    TIMEOUT = "timeout"
+    UNAVAILABLE = "unavailable"
+    REJECTED = "rejected"
+    INVALID = "invalid"
+    EXPIRED = "expired"
+    CONFLICT = "conflict"
 
 
 class S2SError(Exception):
@@ -66,12 +80,45 @@ class RedeliverCause(StrEnum):
 class Redeliver(S2SError):
     """Ask for the message to come back later through a delay queue (never a hot requeue loop)."""
 
-    def __init__(self, cause: RedeliverCause, detail: str, delay: float, headers: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        cause: RedeliverCause,
+        detail: str,
+        delay: float,
+        *,
+        calls: int | None = None,
+        first_call_at: int | None = None,
+    ) -> None:
         super().__init__(f"redeliver in {delay:.1f}s ({cause.value}): {detail}")
         self.cause = cause
         self.detail = detail
         self.delay = delay
-        self.headers = headers or {}  # carried on the redelivered copy (e.g. attempts made so far)
+        # after downstream calls: how many were made so far and when the first one was (epoch ms), carried
+        # on the redelivered copy so retry limits hold across deliveries
+        self.calls = calls
+        self.first_call_at = first_call_at
+
+
+class Duplicate(S2SError):
+    """The key was answered before: the delivery is acked and the stored reply re-sent, with no call.
+
+    ``state`` says how it was recognised (metric label ``state``: ``done`` from the Redis record, ``backstop``
+    from the outbox); ``document`` is the stored outbox record when the step that found it has it at hand.
+    """
+
+    def __init__(self, state: str, document: dict[str, Any] | None = None) -> None:
+        super().__init__(f"duplicate ({state})")
+        self.state = state
+        self.document = document
+
+
+class KeyConflict(S2SError):
+    """The key was used before with another payload: a failed reply of kind ``conflict``, no call."""
+
+    detail = "idempotency key reused with a different payload"
+
+    def __init__(self) -> None:
+        super().__init__(self.detail)
 
 
 class DeadLetterQueueError(S2SError):

@@ -8,6 +8,7 @@ between nested keys (``S2S_HTTP__PORT=9000``).
 
 from __future__ import annotations
 
+import base64
 import re
 from contextvars import ContextVar
 from pathlib import Path
@@ -25,6 +26,7 @@ from pydantic import (
     PositiveInt,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -35,14 +37,14 @@ from pydantic_settings import (
 )
 
 from s2s_daemon.errors import ConfigError
-from s2s_daemon.http.webhooks import WebhookSourceSettings
-from s2s_daemon.resilience.breaker import BreakerSettings
-from s2s_daemon.resilience.budget import RetryBudgetSettings
-from s2s_daemon.resilience.retry import RetrySettings
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 PATH_PARAM_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+WebhookScheme = Literal["standard-webhooks", "github", "stripe"]
+STANDARD_WEBHOOKS_SECRET_PREFIX = "whsec_"
+# where the daemon and the outbox tools look for MongoDB when ``mongodb_uri`` is unset
+DEFAULT_MONGODB_URI = "mongodb://127.0.0.1:27017"
 
 _config_file: ContextVar[Path | None] = ContextVar("s2s_config_file", default=None)
 
@@ -90,6 +92,97 @@ class RouteSettings(_Strict):
     @property
     def sends_body(self) -> bool:
         return self.body if self.body is not None else self.method in {"POST", "PUT", "PATCH"}
+
+
+# The resilience policies of a downstream (used by s2s_daemon.resilience).
+class RetrySettings(BaseModel):
+    """The retry policy of one downstream."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_attempts: int = Field(default=4, ge=1, description="Attempts in total, the first one included.")
+    initial_delay: float = Field(default=0.1, ge=0, description="Backoff cap (seconds) before the first retry.")
+    max_delay: float = Field(default=10.0, ge=0, description="Backoff cap (seconds) for any retry.")
+    multiplier: float = Field(default=2.0, ge=1, description="Growth of the backoff cap per attempt.")
+    max_elapsed: float = Field(
+        default=30.0, gt=0, description="Seconds from the first attempt after which no retry is scheduled."
+    )
+    in_process_max_wait: float = Field(
+        default=1.0,
+        ge=0,
+        description="Waits up to this many seconds happen in-process; longer ones become delayed "
+        "redeliveries through the broker.",
+    )
+
+
+class RetryBudgetSettings(BaseModel):
+    """The retry budget of one downstream."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    budget_percent: float = Field(
+        default=20.0, ge=0, le=100, description="Retries allowed as a percentage of requests in the window."
+    )
+    min_retry_concurrency: int = Field(
+        default=3, ge=0, description="Concurrent retries always allowed, whatever the percentage says."
+    )
+    window: float = Field(
+        default=10.0, ge=1.0, description="Seconds of the sliding window (rounded up to whole seconds)."
+    )
+
+
+class BreakerSettings(BaseModel):
+    """The breaker policy of one downstream."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window_type: Literal["count", "time"] = Field(
+        default="count",
+        description="Sliding window kind: the last `window_size` calls, or the calls of the last "
+        "`window_size` seconds (1-second buckets).",
+    )
+    window_size: int = Field(
+        default=50, ge=1, description="Calls (count window) or seconds (time window) in the sliding window."
+    )
+    minimum_calls: int = Field(
+        default=20,
+        ge=1,
+        description="Calls the window must hold before rates are evaluated; fewer never open the breaker.",
+    )
+    failure_rate_threshold: float = Field(
+        default=50.0, gt=0, le=100, description="Percent of failed calls at or above which the breaker opens."
+    )
+    slow_call_duration: float = Field(
+        default=2.0, gt=0, description="Seconds above which a call counts as slow (successful or not)."
+    )
+    slow_call_rate_threshold: float = Field(
+        default=100.0, gt=0, le=100, description="Percent of slow calls at or above which the breaker opens."
+    )
+    wait_in_open: float = Field(
+        default=10.0, gt=0, description="Seconds the breaker stays open before letting probes through."
+    )
+    permitted_half_open_calls: int = Field(
+        default=5, ge=1, description="Probe calls let through while half-open; all must complete to decide."
+    )
+    count_429_as_failure: bool = Field(
+        default=True, description="Count HTTP 429 as a failure; when false, a 429 is ignored."
+    )
+    shared: bool = Field(default=False, description="Share OPEN verdicts with other replicas through Redis (opt-in).")
+    shared_min_reporters: int = Field(
+        default=2,
+        ge=1,
+        description="Distinct replicas that must report OPEN before a replica opens on their word.",
+    )
+
+    @model_validator(mode="after")
+    def _minimum_fits_window(self) -> BreakerSettings:
+        # resilience4j silently caps minimum_calls at a count window's size; a loud error is clearer.
+        if self.window_type == "count" and self.minimum_calls > self.window_size:
+            raise ValueError(
+                f"minimum_calls ({self.minimum_calls}) exceeds window_size ({self.window_size}) "
+                "of a count window: the breaker could never open"
+            )
+        return self
 
 
 class DownstreamSettings(_Strict):
@@ -228,6 +321,69 @@ class AdminSettings(_Strict):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters")
         return value
+
+
+# A webhook sender (used by s2s_daemon.http.webhooks).
+class WebhookSourceSettings(BaseModel):
+    """One webhook sender, ``webhooks.<service>`` in the config."""
+
+    # Hides inputs (secrets) in str(ValidationError) when validated on its own; an enclosing model's config
+    # decides for nested validation.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    scheme: WebhookScheme
+    secrets: list[SecretStr] = Field(
+        min_length=1,
+        description="Any of them verifies (rotation). Standard Webhooks: whsec_<base64> or bare base64.",
+    )
+    tolerance_seconds: int = Field(
+        default=300, ge=1, description="Largest allowed distance, past or future, of the signed timestamp."
+    )
+    max_body_bytes: int = Field(default=1_048_576, ge=1, description="Larger bodies are refused with 413.")
+    event_type_field: str | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "standard-webhooks only: the JSON body field holding the event type (default `type`). "
+            "GitHub always uses the X-GitHub-Event header, Stripe always the body's `type`."
+        ),
+    )
+
+    # Field validators rather than one model validator: the error's location then ends in `secrets`, which
+    # settings.format_validation_error knows not to echo. Inputs are never part of our messages.
+    @field_validator("secrets")
+    @classmethod
+    def _secrets_usable(cls, value: list[SecretStr], info: ValidationInfo) -> list[SecretStr]:
+        for index, secret in enumerate(value):
+            text = secret.get_secret_value()
+            if not text.strip():
+                raise ValueError(f"secrets[{index}] is empty")
+            if info.data.get("scheme") == "standard-webhooks":
+                standard_webhooks_key(text, index)
+        return value
+
+    @field_validator("event_type_field")
+    @classmethod
+    def _event_type_field_applies(cls, value: str | None, info: ValidationInfo) -> str | None:
+        scheme = info.data.get("scheme")
+        if value is not None and scheme not in (None, "standard-webhooks"):
+            raise ValueError(f"cannot be set for scheme {scheme!r}")
+        return value
+
+
+def standard_webhooks_key(secret: str, index: int) -> bytes:
+    """The HMAC key of a Standard Webhooks secret (``whsec_<base64>`` or bare base64); ValueError names the entry."""
+    if secret.startswith("whpk_"):
+        raise ValueError(f"secrets[{index}]: v1a (ed25519, whpk_) keys are not supported")
+    raw = secret.removeprefix(STANDARD_WEBHOOKS_SECRET_PREFIX)
+    try:
+        # Unpadded base64 is common in the wild; the reference libraries pad it too.
+        key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
+    except ValueError:  # binascii.Error, or non-ASCII text
+        raise ValueError(f"secrets[{index}] is not whsec_<base64> or base64") from None
+    if not key:
+        raise ValueError(f"secrets[{index}] is empty")
+    return key
 
 
 class Settings(BaseSettings):

@@ -30,7 +30,6 @@ from s2s_daemon.http.webhooks import (
     VerifiedWebhook,
     Verifier,
     WebhookRejected,
-    WebhookSourceSettings,
     build_verifier,
 )
 from s2s_daemon.messaging import contracts as c
@@ -38,6 +37,7 @@ from s2s_daemon.observability.logging import get_logger
 from s2s_daemon.observability.metrics import Metrics
 from s2s_daemon.outbox.documents import OutboxStatus, webhook_key
 from s2s_daemon.outbox.writer import OutboxWriter
+from s2s_daemon.settings import WebhookSourceSettings
 
 __all__ = ["WEBHOOK_RESULTS", "WebhookIntake", "webhook_routing_key"]
 

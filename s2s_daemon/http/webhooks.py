@@ -28,12 +28,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from s2s_daemon.errors import S2SError
+from s2s_daemon.settings import WebhookSourceSettings, standard_webhooks_key
 
 __all__ = [
     "GitHubVerifier",
@@ -43,15 +43,11 @@ __all__ = [
     "VerifiedWebhook",
     "Verifier",
     "WebhookRejected",
-    "WebhookScheme",
-    "WebhookSourceSettings",
     "build_verifier",
     "parse_github_signature",
     "parse_standard_signatures",
     "parse_stripe_signature",
 ]
-
-WebhookScheme = Literal["standard-webhooks", "github", "stripe"]
 
 # More entries than any sender uses during a rotation; bounds the work one request can cause.
 MAX_SIGNATURES = 32
@@ -62,7 +58,6 @@ _UNIX_SECONDS = re.compile(r"[0-9]{1,15}")
 # (AMQP allows 255 bytes; service names are at most 63): printable ASCII without spaces, bounded.
 _DELIVERY_ID = re.compile(r"[\x21-\x7e]{1,200}")
 _EVENT_TYPE = re.compile(r"[\x21-\x7e]{1,128}")
-_STANDARD_SECRET_PREFIX = "whsec_"
 
 
 class RejectReason(StrEnum):
@@ -116,67 +111,6 @@ class VerifiedWebhook:
     body: bytes
 
 
-class WebhookSourceSettings(BaseModel):
-    """One webhook sender, ``webhooks.<service>`` in the config."""
-
-    # Hides inputs (secrets) in str(ValidationError) when validated on its own; an enclosing model's config
-    # decides for nested validation.
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
-
-    scheme: WebhookScheme
-    secrets: list[SecretStr] = Field(
-        min_length=1,
-        description="Any of them verifies (rotation). Standard Webhooks: whsec_<base64> or bare base64.",
-    )
-    tolerance_seconds: int = Field(
-        default=300, ge=1, description="Largest allowed distance, past or future, of the signed timestamp."
-    )
-    max_body_bytes: int = Field(default=1_048_576, ge=1, description="Larger bodies are refused with 413.")
-    event_type_field: str | None = Field(
-        default=None,
-        min_length=1,
-        description=(
-            "standard-webhooks only: the JSON body field holding the event type (default `type`). "
-            "GitHub always uses the X-GitHub-Event header, Stripe always the body's `type`."
-        ),
-    )
-
-    # Field validators rather than one model validator: the error's location then ends in `secrets`, which
-    # settings.format_validation_error knows not to echo. Inputs are never part of our messages.
-    @field_validator("secrets")
-    @classmethod
-    def _secrets_usable(cls, value: list[SecretStr], info: ValidationInfo) -> list[SecretStr]:
-        for index, secret in enumerate(value):
-            text = secret.get_secret_value()
-            if not text.strip():
-                raise ValueError(f"secrets[{index}] is empty")
-            if info.data.get("scheme") == "standard-webhooks":
-                _standard_key(text, index)
-        return value
-
-    @field_validator("event_type_field")
-    @classmethod
-    def _event_type_field_applies(cls, value: str | None, info: ValidationInfo) -> str | None:
-        scheme = info.data.get("scheme")
-        if value is not None and scheme not in (None, "standard-webhooks"):
-            raise ValueError(f"cannot be set for scheme {scheme!r}")
-        return value
-
-
-def _standard_key(secret: str, index: int) -> bytes:
-    if secret.startswith("whpk_"):
-        raise ValueError(f"secrets[{index}]: v1a (ed25519, whpk_) keys are not supported")
-    raw = secret.removeprefix(_STANDARD_SECRET_PREFIX)
-    try:
-        # Unpadded base64 is common in the wild; the reference libraries pad it too.
-        key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
-    except ValueError:  # binascii.Error, or non-ASCII text
-        raise ValueError(f"secrets[{index}] is not whsec_<base64> or base64") from None
-    if not key:
-        raise ValueError(f"secrets[{index}] is empty")
-    return key
-
-
 class Verifier(Protocol):
     """Checks one sender's deliveries.
 
@@ -208,7 +142,7 @@ class StandardWebhooksVerifier:
     @classmethod
     def from_settings(cls, settings: WebhookSourceSettings) -> StandardWebhooksVerifier:
         return cls(
-            keys=tuple(_standard_key(s.get_secret_value(), i) for i, s in enumerate(settings.secrets)),
+            keys=tuple(standard_webhooks_key(s.get_secret_value(), i) for i, s in enumerate(settings.secrets)),
             tolerance_seconds=settings.tolerance_seconds,
             max_body_bytes=settings.max_body_bytes,
             event_type_field=settings.event_type_field or "type",

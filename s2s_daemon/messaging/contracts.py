@@ -1,18 +1,39 @@
 """User-facing message contracts: commands in, replies and events out.
 
-Documented in the README ("Message contracts"); change them only with a CHANGELOG entry.
+Documented in docs/contracts.md; change them only with a CHANGELOG entry.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# AMQP headers we read or write. Integers only for times: pamqp sends floats as 32-bit (FACTS.md).
+from s2s_daemon.errors import ErrorKind
+
+__all__ = [
+    "H_ATTEMPT",
+    "H_CALLS",
+    "H_CORRELATION_ID",
+    "H_DEADLINE",
+    "H_DEAD_AT",
+    "H_DETAIL",
+    "H_FIRST_CALL_AT",
+    "H_IDEMPOTENCY_KEY",
+    "H_REASON",
+    "H_ROUTING_KEY",
+    "H_SOURCE_QUEUE",
+    "H_TRACEPARENT",
+    "DownstreamResult",
+    "ErrorKind",  # a reply's ``error.kind``; defined with the error tree
+    "Reply",
+    "ReplyError",
+    "cloud_event",
+    "event_routing_key",
+]
+
+# AMQP headers we read or write. Integers only for times: pamqp sends Python floats as 32-bit floats.
 H_IDEMPOTENCY_KEY = "idempotency-key"
 H_CORRELATION_ID = "x-correlation-id"
 H_TRACEPARENT = "traceparent"
@@ -25,15 +46,6 @@ H_REASON = "x-s2s-reason"
 H_DETAIL = "x-s2s-detail"
 H_DEAD_AT = "x-s2s-dead-lettered-at"
 H_SOURCE_QUEUE = "x-s2s-queue"
-
-
-class ErrorKind(StrEnum):
-    TIMEOUT = "timeout"
-    UNAVAILABLE = "unavailable"
-    REJECTED = "rejected"
-    INVALID = "invalid"
-    EXPIRED = "expired"
-    CONFLICT = "conflict"
 
 
 class ReplyError(BaseModel):
@@ -68,26 +80,6 @@ class Reply(BaseModel):
     error: ReplyError | None = None
     received_at: int = Field(description="Epoch milliseconds when the command was first handled.")
     completed_at: int = Field(description="Epoch milliseconds when the outcome was recorded.")
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    """A validated command, ready for the downstream call."""
-
-    key: str
-    routing_key: str
-    downstream: str
-    action: str
-    body: Any
-    fingerprint: str
-    correlation_id: str
-    reply_to: str | None
-    traceparent: str | None
-    deadline_ms: int | None
-    attempt: int
-    received_at: int
-    previous_calls: int = 0
-    first_call_at: int | None = None
 
 
 def event_routing_key(routing_key: str, status: str) -> str:

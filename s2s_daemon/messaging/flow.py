@@ -26,9 +26,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from s2s_daemon.http.health import ping_check
 from s2s_daemon.observability.logging import get_logger
 from s2s_daemon.observability.metrics import Metrics
+from s2s_daemon.observability.probes import ping_check
 from s2s_daemon.resilience.breaker import BreakerState, CircuitBreaker, Transition
 
 log = get_logger("s2s.flow")

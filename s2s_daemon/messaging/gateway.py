@@ -45,7 +45,7 @@ class CommandGateway:
         self._topology = topology
         self._app_id = app_id
         self._publish_timeout = publish_timeout
-        self.reply_queue_name = f"{topology.prefix}.sidecar.{owner}.replies"
+        self.reply_queue_name = topology.reply_queue_name(owner)
         self._connection: AbstractRobustConnection | None = None
         self._exchange: AbstractExchange | None = None
         self._probe: AbstractRobustChannel | None = None

@@ -7,7 +7,10 @@
 <p>.<ds>.delay.<n>s     quorum queues with x-message-ttl n s, dead-lettering back to <p>.<ds>.commands
 <p>.dlx       fanout   -> quorum queue <p>.dlq
 <p>.events    topic    "<routing key>.succeeded|failed", "webhook.<service>.<type>"
+<p>.sidecar.<owner>.replies   the sidecar's reply queue for commands submitted over HTTP (one per process)
 ```
+
+No other module builds these names.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ class Topology:
     @classmethod
     def from_settings(cls, amqp: AmqpSettings, downstreams: tuple[str, ...]) -> Topology:
         return cls(amqp.prefix, downstreams, amqp.delivery_limit, amqp.delay_ladder)
+
+    @classmethod
+    def of_prefix(cls, prefix: str) -> Topology:
+        """The names under ``prefix``, for tools that address what a daemon declared (no downstreams known)."""
+        return cls.from_settings(AmqpSettings(prefix=prefix), ())
 
     # names -------------------------------------------------------------------------------------
     @property
@@ -58,6 +66,9 @@ class Topology:
 
     def delay_queue_name(self, downstream: str, seconds: int) -> str:
         return f"{self.prefix}.{downstream}.delay.{seconds}s"
+
+    def reply_queue_name(self, owner: str) -> str:
+        return f"{self.prefix}.sidecar.{owner}.replies"
 
     def delay_rung(self, delay: float) -> int:
         """The smallest rung that waits at least ``delay`` seconds (the top rung caps it)."""

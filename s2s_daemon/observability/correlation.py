@@ -7,6 +7,8 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
+__all__ = ["TraceContext", "clean_id", "new_correlation_id"]
+
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _SAFE_ID = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII without spaces, bounded
 
@@ -44,12 +46,7 @@ class TraceContext:
 
 
 def clean_id(value: object) -> str | None:
-    """A usable id from a header/property, or None. Bytes are decoded; junk is refused, not truncated."""
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("ascii")
-        except UnicodeDecodeError:
-            return None
+    """A usable id from a header/property value already decoded to text, or None; junk is refused, not truncated."""
     if not isinstance(value, str):
         return None
     value = value.strip()

@@ -11,27 +11,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 
-from s2s_daemon.messaging.topology import Topology
 from s2s_daemon.observability.logging import get_logger
 from s2s_daemon.observability.metrics import Metrics
 
-__all__ = ["StateSampler"]
+__all__ = ["QueueNames", "StateSampler"]
 
 log = get_logger("s2s.sampler")
 
 DEFAULT_INTERVAL_S = 10.0
 
 
+class QueueNames(Protocol):
+    """The queues sampled: the messaging topology fits (passed in, so this layer need not know it)."""
+
+    @property
+    def dlq_name(self) -> str: ...
+
+    @property
+    def downstreams(self) -> Sequence[str]: ...
+
+    def command_queue_name(self, downstream: str) -> str: ...
+
+
 class StateSampler:
     def __init__(
         self,
         rabbitmq_url: str,
-        topology: Topology,
+        topology: QueueNames,
         metrics: Metrics,
         is_ready: Callable[[], Awaitable[bool]],
         interval: float = DEFAULT_INTERVAL_S,

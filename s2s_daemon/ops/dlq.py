@@ -56,6 +56,7 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
 from s2s_daemon.errors import DeadLetterQueueError, DependencyUnavailable
+from s2s_daemon.messaging import Topology, header_int, header_text
 from s2s_daemon.messaging import contracts as c
 
 # Headers a replay adds.
@@ -121,20 +122,24 @@ class DeadLetter:
         deaths = [d for d in x_death if isinstance(d, Mapping)] if isinstance(x_death, list) else []
         newest, oldest = (deaths[0], deaths[-1]) if deaths else ({}, {})
         original_keys = oldest.get("routing-keys")
-        original_key = _text(original_keys[0]) if isinstance(original_keys, list) and original_keys else None
-        key = _text(headers.get(c.H_IDEMPOTENCY_KEY)) or _text(msg.message_id)
+        original_key = header_text(original_keys[0]) if isinstance(original_keys, list) and original_keys else None
+        key = header_text(headers.get(c.H_IDEMPOTENCY_KEY)) or header_text(msg.message_id)
         return cls(
-            id=_text(msg.message_id) or key or content_id(msg.body, headers),
-            reason=_text(headers.get(c.H_REASON)) or _text(headers.get("x-first-death-reason")) or "unknown",
-            detail=_text(headers.get(c.H_DETAIL)),
-            routing_key=(_text(headers.get(c.H_ROUTING_KEY)) or original_key or msg.routing_key or ""),
-            attempts=(_int(headers.get(c.H_ATTEMPT)) or sum(_int(d.get("count")) or 0 for d in deaths) or 1),
-            dead_lettered_at=_int(headers.get(c.H_DEAD_AT))
+            id=header_text(msg.message_id) or key or content_id(msg.body, headers),
+            reason=header_text(headers.get(c.H_REASON))
+            or header_text(headers.get("x-first-death-reason"))
+            or "unknown",
+            detail=header_text(headers.get(c.H_DETAIL)),
+            routing_key=(header_text(headers.get(c.H_ROUTING_KEY)) or original_key or msg.routing_key or ""),
+            attempts=(
+                header_int(headers.get(c.H_ATTEMPT)) or sum(header_int(d.get("count")) or 0 for d in deaths) or 1
+            ),
+            dead_lettered_at=header_int(headers.get(c.H_DEAD_AT))
             or _epoch_ms(newest.get("time"))
             or _epoch_ms(msg.timestamp),
-            correlation_id=_text(msg.correlation_id) or _text(headers.get(c.H_CORRELATION_ID)),
+            correlation_id=header_text(msg.correlation_id) or header_text(headers.get(c.H_CORRELATION_ID)),
             idempotency_key=key,
-            replay_count=_int(headers.get(H_REPLAY_COUNT)) or 0,
+            replay_count=header_int(headers.get(H_REPLAY_COUNT)) or 0,
             body=bytes(msg.body),
             headers=headers,
             properties={
@@ -344,8 +349,9 @@ class DeadLetterQueue:
 
     def __init__(self, url: str, prefix: str, *, connect_timeout: float = 10.0) -> None:
         self.url = url
-        self.queue_name = f"{prefix}.dlq"
-        self.commands_exchange_name = f"{prefix}.commands"
+        names = Topology.of_prefix(prefix)
+        self.queue_name = names.dlq_name
+        self.commands_exchange_name = names.commands_exchange_name
         self._connect_timeout = connect_timeout
         self._connection: AbstractConnection | None = None
 
@@ -487,7 +493,7 @@ class DeadLetterQueue:
                 continue
             await msg.ack()
             key = message.headers.get(c.H_IDEMPOTENCY_KEY) if new_key else dl.idempotency_key
-            report.replayed.append(Replayed(dl.id, dl.routing_key, _text(key), new_key))
+            report.replayed.append(Replayed(dl.id, dl.routing_key, header_text(key), new_key))
 
     async def purge(
         self,
@@ -536,7 +542,7 @@ def replay_message(dl: DeadLetter, body: bytes | None = None) -> tuple[aio_pika.
     headers[H_REPLAYED_AT] = now_ms()
     headers[H_REPLAY_COUNT] = dl.replay_count + 1
     props = dl.properties
-    message_id = _text(props.get("message_id")) or dl.idempotency_key
+    message_id = header_text(props.get("message_id")) or dl.idempotency_key
     new_key = body is not None or message_id is None
     if new_key:
         original = dl.idempotency_key or dl.id
@@ -580,25 +586,8 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _text(value: Any) -> str | None:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    return value if isinstance(value, str) and value else None
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str | bytes):
-        with contextlib.suppress(ValueError):
-            return int(value)
-    return None
-
-
 def _delivery_count(msg: AbstractIncomingMessage) -> int:
-    return _int((msg.headers or {}).get("x-delivery-count")) or 0
+    return header_int((msg.headers or {}).get("x-delivery-count")) or 0
 
 
 def _epoch_ms(value: Any) -> int | None:

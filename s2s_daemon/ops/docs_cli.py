@@ -33,8 +33,8 @@ def add_docs_parser(
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
-    from s2s_daemon.app import package_version
     from s2s_daemon.messaging.asyncapi import build_asyncapi
+    from s2s_daemon.observability.version import package_version
 
     settings = load_settings(args.config)
     fmt = args.format or ("yaml" if args.output and args.output.suffix in {".yaml", ".yml"} else "json")

@@ -139,7 +139,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 
 def _client(settings: Settings) -> MongoClient[dict[str, Any]]:
-    from s2s_daemon.app import DEFAULT_MONGODB_URI
+    from s2s_daemon.settings import DEFAULT_MONGODB_URI
 
     uri = settings.mongodb_uri.get_secret_value() if settings.mongodb_uri else DEFAULT_MONGODB_URI
     client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=3000, connectTimeoutMS=3000)

@@ -29,6 +29,7 @@ from s2s_daemon.errors import DependencyUnavailable
 from s2s_daemon.observability.logging import get_logger
 from s2s_daemon.observability.metrics import Metrics
 from s2s_daemon.outbox.documents import OutboxStatus, count_in_status
+from s2s_daemon.resilience.backoff import Backoff
 from s2s_daemon.settings import OutboxSettings
 
 log = get_logger("s2s.outbox")
@@ -42,6 +43,8 @@ _FAST_BATCHES_IN_FLIGHT = 4
 _INBOX_LIMIT_BATCHES = 4
 _BACKLOG_EVERY_S = 15.0  # three count commands (see count_in_status)
 _BROKER_DOWN_RETRY_S = (0.5, 1.5)  # while the broker is unreachable: try again this soon, no attempt charged
+# a document that failed to publish n times waits up to 0.4 * 2^(n-1) s (full jitter), 60 s at most
+_PUBLISH_BACKOFF = Backoff.exponential(initial=0.4, multiplier=2.0, max_delay=60.0)
 
 
 def now_ms() -> int:
@@ -282,8 +285,7 @@ class Relay:
             status, next_at = OutboxStatus.DEAD.value, 0
             log.error("outbox.dead", key=doc["key"], attempts=attempts, error=error)
         else:
-            # exponential backoff with full jitter, capped at 60 s
-            backoff = random.uniform(0, min(60.0, 0.2 * 2**attempts))
+            backoff = _PUBLISH_BACKOFF.wait(attempts)
             status, next_at = OutboxStatus.PENDING.value, now_ms() + int(backoff * 1000)
             log.warning("outbox.publish_failed", key=doc["key"], attempts=attempts, error=error)
         await self._collection.update_one(

@@ -1,0 +1,76 @@
+"""Calling a downstream safely: transport, client, breaker, retries, retry budget, backoff, shared breaker state."""
+
+from s2s_daemon.resilience.backoff import Backoff
+from s2s_daemon.resilience.breaker import (
+    BreakerMetrics,
+    BreakerState,
+    CallRecord,
+    CircuitBreaker,
+    Permit,
+    Transition,
+    is_failure,
+)
+from s2s_daemon.resilience.budget import BudgetSnapshot, RetryBudget
+from s2s_daemon.resilience.client import (
+    RETRYABLE_STATUS,
+    AiohttpTransport,
+    CallOutcome,
+    CallRefused,
+    DownstreamClient,
+    HttpRequest,
+    HttpResponse,
+    HttpxTransport,
+    Transport,
+    TransportFailure,
+    TransportTimeout,
+    build_request,
+    classify,
+    decode_body,
+    make_transport,
+    parse_retry_after,
+)
+from s2s_daemon.resilience.retry import (
+    AttemptOutcome,
+    RetryDecision,
+    RetryReason,
+    RetryResult,
+    call_with_retries,
+    decide_retry,
+)
+from s2s_daemon.resilience.shared import SharedBreakerState
+
+__all__ = [
+    "RETRYABLE_STATUS",
+    "AiohttpTransport",
+    "AttemptOutcome",
+    "Backoff",
+    "BreakerMetrics",
+    "BreakerState",
+    "BudgetSnapshot",
+    "CallOutcome",
+    "CallRecord",
+    "CallRefused",
+    "CircuitBreaker",
+    "DownstreamClient",
+    "HttpRequest",
+    "HttpResponse",
+    "HttpxTransport",
+    "Permit",
+    "RetryBudget",
+    "RetryDecision",
+    "RetryReason",
+    "RetryResult",
+    "SharedBreakerState",
+    "Transition",
+    "Transport",
+    "TransportFailure",
+    "TransportTimeout",
+    "build_request",
+    "call_with_retries",
+    "classify",
+    "decide_retry",
+    "decode_body",
+    "is_failure",
+    "make_transport",
+    "parse_retry_after",
+]

@@ -27,15 +27,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from s2s_daemon.observability.logging import get_logger
+from s2s_daemon.settings import BreakerSettings
 
 __all__ = [
     "BreakerMetrics",
-    "BreakerSettings",
     "BreakerState",
     "CallRecord",
     "CircuitBreaker",
@@ -47,60 +44,6 @@ __all__ = [
 log = get_logger("s2s.breaker")
 
 Clock = Callable[[], float]
-
-
-class BreakerSettings(BaseModel):
-    """The breaker policy of one downstream."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    window_type: Literal["count", "time"] = Field(
-        default="count",
-        description="Sliding window kind: the last `window_size` calls, or the calls of the last "
-        "`window_size` seconds (1-second buckets).",
-    )
-    window_size: int = Field(
-        default=50, ge=1, description="Calls (count window) or seconds (time window) in the sliding window."
-    )
-    minimum_calls: int = Field(
-        default=20,
-        ge=1,
-        description="Calls the window must hold before rates are evaluated; fewer never open the breaker.",
-    )
-    failure_rate_threshold: float = Field(
-        default=50.0, gt=0, le=100, description="Percent of failed calls at or above which the breaker opens."
-    )
-    slow_call_duration: float = Field(
-        default=2.0, gt=0, description="Seconds above which a call counts as slow (successful or not)."
-    )
-    slow_call_rate_threshold: float = Field(
-        default=100.0, gt=0, le=100, description="Percent of slow calls at or above which the breaker opens."
-    )
-    wait_in_open: float = Field(
-        default=10.0, gt=0, description="Seconds the breaker stays open before letting probes through."
-    )
-    permitted_half_open_calls: int = Field(
-        default=5, ge=1, description="Probe calls let through while half-open; all must complete to decide."
-    )
-    count_429_as_failure: bool = Field(
-        default=True, description="Count HTTP 429 as a failure; when false, a 429 is ignored."
-    )
-    shared: bool = Field(default=False, description="Share OPEN verdicts with other replicas through Redis (opt-in).")
-    shared_min_reporters: int = Field(
-        default=2,
-        ge=1,
-        description="Distinct replicas that must report OPEN before a replica opens on their word.",
-    )
-
-    @model_validator(mode="after")
-    def _minimum_fits_window(self) -> BreakerSettings:
-        # resilience4j silently caps minimum_calls at a count window's size; a loud error is clearer.
-        if self.window_type == "count" and self.minimum_calls > self.window_size:
-            raise ValueError(
-                f"minimum_calls ({self.minimum_calls}) exceeds window_size ({self.window_size}) "
-                "of a count window: the breaker could never open"
-            )
-        return self
 
 
 class BreakerState(StrEnum):

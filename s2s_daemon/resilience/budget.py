@@ -18,25 +18,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
+from s2s_daemon.settings import RetryBudgetSettings
 
-__all__ = ["BudgetSnapshot", "RetryBudget", "RetryBudgetSettings"]
-
-
-class RetryBudgetSettings(BaseModel):
-    """The retry budget of one downstream."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    budget_percent: float = Field(
-        default=20.0, ge=0, le=100, description="Retries allowed as a percentage of requests in the window."
-    )
-    min_retry_concurrency: int = Field(
-        default=3, ge=0, description="Concurrent retries always allowed, whatever the percentage says."
-    )
-    window: float = Field(
-        default=10.0, ge=1.0, description="Seconds of the sliding window (rounded up to whole seconds)."
-    )
+__all__ = ["BudgetSnapshot", "RetryBudget"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,43 +28,22 @@ from enum import StrEnum
 from typing import Generic, Protocol, TypeVar
 
 import stamina
-from pydantic import BaseModel, ConfigDict, Field
 
 from s2s_daemon.observability.logging import get_logger
+from s2s_daemon.resilience.backoff import Backoff
 from s2s_daemon.resilience.budget import RetryBudget
+from s2s_daemon.settings import RetrySettings
 
 __all__ = [
     "AttemptOutcome",
     "RetryDecision",
     "RetryReason",
     "RetryResult",
-    "RetrySettings",
     "call_with_retries",
     "decide_retry",
-    "full_jitter_backoff",
 ]
 
 log = get_logger("s2s.retry")
-
-
-class RetrySettings(BaseModel):
-    """The retry policy of one downstream."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_attempts: int = Field(default=4, ge=1, description="Attempts in total, the first one included.")
-    initial_delay: float = Field(default=0.1, ge=0, description="Backoff cap (seconds) before the first retry.")
-    max_delay: float = Field(default=10.0, ge=0, description="Backoff cap (seconds) for any retry.")
-    multiplier: float = Field(default=2.0, ge=1, description="Growth of the backoff cap per attempt.")
-    max_elapsed: float = Field(
-        default=30.0, gt=0, description="Seconds from the first attempt after which no retry is scheduled."
-    )
-    in_process_max_wait: float = Field(
-        default=1.0,
-        ge=0,
-        description="Waits up to this many seconds happen in-process; longer ones become delayed "
-        "redeliveries through the broker.",
-    )
 
 
 class RetryReason(StrEnum):
@@ -94,17 +73,6 @@ def _stop(reason: RetryReason) -> RetryDecision:
     return RetryDecision(retry=False, delay=0.0, in_process=False, reason=reason)
 
 
-def full_jitter_backoff(attempt: int, settings: RetrySettings, rng: random.Random) -> float:
-    """Delay after failed attempt ``attempt`` (1-based): uniform in [0, min(max_delay, initial*mult^(n-1))]."""
-    if attempt < 1:
-        raise ValueError(f"attempt is 1-based, got {attempt}")
-    try:
-        cap = min(settings.max_delay, settings.initial_delay * settings.multiplier ** (attempt - 1))
-    except OverflowError:
-        cap = settings.max_delay
-    return rng.uniform(0.0, cap)
-
-
 def decide_retry(
     attempt: int,
     elapsed: float,
@@ -126,7 +94,7 @@ def decide_retry(
         return _stop(RetryReason.NOT_RETRYABLE)
     if attempt >= settings.max_attempts:
         return _stop(RetryReason.ATTEMPTS_EXHAUSTED)
-    delay = full_jitter_backoff(attempt, settings, rng)
+    delay = Backoff.for_retries(settings).wait(attempt, rng)
     reason = RetryReason.BACKOFF
     if retry_after is not None and retry_after > delay:
         delay, reason = retry_after, RetryReason.RETRY_AFTER

@@ -8,8 +8,9 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from s2s_daemon.resilience.breaker import BreakerSettings, BreakerState, CircuitBreaker
+from s2s_daemon.resilience.breaker import BreakerState, CircuitBreaker
 from s2s_daemon.resilience.shared import SharedBreakerState
+from s2s_daemon.settings import BreakerSettings
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,8 @@ from typing import Any
 import yaml
 from starlette.datastructures import Headers
 
-from s2s_daemon.http.webhooks import WebhookSourceSettings, build_verifier
+from s2s_daemon.http.webhooks import build_verifier
+from s2s_daemon.settings import WebhookSourceSettings
 from tests.harness.bench.cli import build_parser, plan_from
 from tests.harness.bench.runner import EXAMPLE_CONFIG, QUICK, WEBHOOK_SOURCE, guarantees
 from tests.harness.bench.summary import target_rows

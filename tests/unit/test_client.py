@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from s2s_daemon.errors import CommandRejected
-from s2s_daemon.messaging.contracts import ErrorKind
+from s2s_daemon.errors import CommandRejected, ErrorKind
 from s2s_daemon.resilience.client import HttpResponse, build_request, classify, parse_retry_after
 from s2s_daemon.settings import RouteSettings
 

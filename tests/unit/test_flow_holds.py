@@ -8,7 +8,8 @@ from typing import Any
 
 from s2s_daemon.messaging.flow import ConsumerGate, DependencyHold
 from s2s_daemon.observability.metrics import Metrics
-from s2s_daemon.resilience.breaker import BreakerSettings, CircuitBreaker
+from s2s_daemon.resilience.breaker import CircuitBreaker
+from s2s_daemon.settings import BreakerSettings
 from tests.unit.resilience.test_breaker import FakeClock
 
 

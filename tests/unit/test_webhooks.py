@@ -31,12 +31,12 @@ from s2s_daemon.http.webhooks import (
     StripeVerifier,
     VerifiedWebhook,
     WebhookRejected,
-    WebhookSourceSettings,
     build_verifier,
     parse_github_signature,
     parse_standard_signatures,
     parse_stripe_signature,
 )
+from s2s_daemon.settings import WebhookSourceSettings
 
 NOW = 1_700_000_000
 JSON = "application/json"

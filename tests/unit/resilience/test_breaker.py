@@ -14,7 +14,6 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from pydantic import ValidationError
 
 from s2s_daemon.resilience.breaker import (
-    BreakerSettings,
     BreakerState,
     CallRecord,
     CircuitBreaker,
@@ -22,6 +21,7 @@ from s2s_daemon.resilience.breaker import (
     Transition,
     is_failure,
 )
+from s2s_daemon.settings import BreakerSettings
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from pydantic import ValidationError
 
-from s2s_daemon.resilience.budget import BudgetSnapshot, RetryBudget, RetryBudgetSettings
+from s2s_daemon.resilience.budget import BudgetSnapshot, RetryBudget
+from s2s_daemon.settings import RetryBudgetSettings
 
 
 class FakeClock:

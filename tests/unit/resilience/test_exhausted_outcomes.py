@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from s2s_daemon.observability.metrics import Metrics
-from s2s_daemon.resilience.client import BUDGET_EXHAUSTED, DownstreamClient, HttpRequest, HttpResponse
+from s2s_daemon.resilience.client import CallRefused, DownstreamClient, HttpRequest, HttpResponse
 from s2s_daemon.settings import DownstreamSettings, RouteSettings
 
 
@@ -31,7 +31,8 @@ async def test_budget_refusal_after_max_elapsed_is_a_retryable_failure() -> None
     client = DownstreamClient("failing", settings, Metrics(), transport)
     outcome = await client.call(RouteSettings(path="/r"), {}, {}, previous_attempts=1, previous_elapsed=31.0)
     assert transport.calls == 0
-    assert outcome.message == BUDGET_EXHAUSTED
+    assert outcome.refused is CallRefused.BUDGET_EXHAUSTED
+    assert outcome.message == CallRefused.BUDGET_EXHAUSTED.value
     assert not outcome.ok
     assert outcome.redeliver_after is None
     assert outcome.retryable, "an exhausted retryable failure is dead-lettered, not only answered"

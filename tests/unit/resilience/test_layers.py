@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from s2s_daemon.messaging.contracts import ErrorKind
+from s2s_daemon.errors import ErrorKind
 from s2s_daemon.observability.metrics import Metrics
 from s2s_daemon.resilience.breaker import BreakerState
-from s2s_daemon.resilience.client import BREAKER_OPEN, DownstreamClient, HttpRequest, HttpResponse, TransportFailure
+from s2s_daemon.resilience.client import CallRefused, DownstreamClient, HttpRequest, HttpResponse, TransportFailure
 from s2s_daemon.settings import DownstreamSettings, RouteSettings
 
 ROUTE = RouteSettings(path="/resource")
@@ -81,7 +81,8 @@ async def test_open_breaker_refuses_before_retry_and_call() -> None:
     client = _client(transport)
     client.breaker.force_open()
     outcome = await client.call(ROUTE, {"name": "x"}, {})
-    assert outcome.message == BREAKER_OPEN
+    assert outcome.refused is CallRefused.BREAKER_OPEN
+    assert outcome.message == CallRefused.BREAKER_OPEN.value
     assert outcome.redeliver_after is not None
     assert outcome.redeliver_after >= 1.0
     assert outcome.attempts == 0

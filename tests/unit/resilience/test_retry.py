@@ -14,15 +14,15 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from s2s_daemon.resilience.backoff import Backoff
 from s2s_daemon.resilience.budget import RetryBudget
 from s2s_daemon.resilience.retry import (
     RetryDecision,
     RetryReason,
-    RetrySettings,
     call_with_retries,
     decide_retry,
-    full_jitter_backoff,
 )
+from s2s_daemon.settings import RetrySettings
 
 PROPERTY = hyp_settings(max_examples=500, deadline=None)
 
@@ -86,7 +86,7 @@ def decide(**overrides: object) -> RetryDecision:
     return decide_retry(**args)  # type: ignore[arg-type]
 
 
-# -- full_jitter_backoff -----------------------------------------------------------------------------
+# -- the backoff policy (Backoff.for_retries) ----------------------------------------------------------------------
 
 retry_settings = st.builds(
     RetrySettings,
@@ -103,7 +103,7 @@ retry_settings = st.builds(
 @given(attempt=st.integers(1, 5000), settings=retry_settings, rng=st.randoms(use_true_random=False))
 def test_backoff_stays_within_zero_and_the_cap(attempt: int, settings: RetrySettings, rng: random.Random) -> None:
     """Full jitter: the delay is in [0, min(max_delay, initial * multiplier^(attempt-1))], even on overflow."""
-    delay = full_jitter_backoff(attempt, settings, rng)
+    delay = Backoff.for_retries(settings).wait(attempt, rng)
     try:
         cap = min(settings.max_delay, settings.initial_delay * settings.multiplier ** (attempt - 1))
     except OverflowError:
@@ -119,9 +119,9 @@ def test_backoff_grows_then_caps() -> None:
         def uniform(self, a: float, b: float) -> float:
             return b
 
-    assert [full_jitter_backoff(n, settings, Top()) for n in range(1, 6)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+    assert [Backoff.for_retries(settings).wait(n, Top()) for n in range(1, 6)] == [1.0, 2.0, 4.0, 5.0, 5.0]
     with pytest.raises(ValueError, match="1-based"):
-        full_jitter_backoff(0, settings, Top())
+        Backoff.for_retries(settings).wait(0, Top())
 
 
 def test_settings_defaults_and_validation() -> None:
