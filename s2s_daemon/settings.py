@@ -70,7 +70,7 @@ _PATH_SEGMENT_RE = re.compile(r"^(?:[A-Za-z0-9._~:@!$&'()*+,;=-]+|\{[A-Za-z_][A-
 
 
 def _segments(path: str) -> list[str]:
-    return path.strip("/").split("/") if path != "/" else []
+    return path[1:].split("/") if path != "/" else []
 
 
 def _segments_overlap(a: list[str], b: list[str]) -> bool:
@@ -87,7 +87,7 @@ def sidecar_path_taken(path: str) -> str | None:
     """The sidecar path (of ``SIDECAR_PATHS``) that ``path`` would overlap, or None."""
     segments = _segments(path)
     for own in SIDECAR_PATHS:
-        reserved = _segments(own)
+        reserved = _segments(own.rstrip("/"))
         prefix = segments[: len(reserved)] if own.endswith("/") else segments
         if _segments_overlap(prefix, reserved):
             return own + "..." if own.endswith("/") else own

@@ -118,8 +118,10 @@ async def cleanup_namespace(run_id: str, mongo_server: EmbeddedMongo) -> AsyncIt
     await drop_namespace(run_id, mongo_server.uri)
 
 
-async def drop_namespace(prefix: str, mongo_uri: str) -> None:
-    topology = Topology(prefix, ("service-a", "service-b"), 5, (1, 2, 5, 10, 30, 60, 300))
+async def drop_namespace(
+    prefix: str, mongo_uri: str, downstreams: tuple[str, ...] = ("service-a", "service-b")
+) -> None:
+    topology = Topology(prefix, downstreams, 5, (1, 2, 5, 10, 30, 60, 300))
     connection = await aio_pika.connect(RABBITMQ_URL)
     async with connection:
         channel = await connection.channel()
