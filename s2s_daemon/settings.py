@@ -53,6 +53,92 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+ExposureKind = Literal["command", "read"]
+
+# The sidecar's own paths; an exposure may not overlap them. A trailing "/" reserves the path and all below it.
+SIDECAR_PATHS = (
+    "/health",
+    "/livez",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/status",
+    "/api/status",
+    "/api/commands/",
+    "/api/webhooks/",
+    "/admin/",
+)
+_PATH_SEGMENT_RE = re.compile(r"^(?:[A-Za-z0-9._~:@!$&'()*+,;=-]+|\{[A-Za-z_][A-Za-z0-9_]*\})$")
+
+
+def _segments(path: str) -> list[str]:
+    return path[1:].split("/") if path != "/" else []
+
+
+def _segments_overlap(a: list[str], b: list[str]) -> bool:
+    """Some request path matches both: segment by segment equal, or a ``{parameter}`` on either side."""
+    return len(a) == len(b) and all(x == y or x.startswith("{") or y.startswith("{") for x, y in zip(a, b, strict=True))
+
+
+def paths_overlap(a: str, b: str) -> bool:
+    """Two path templates (``/items/{sku}``) that some request path matches both."""
+    return _segments_overlap(_segments(a), _segments(b))
+
+
+def sidecar_path_taken(path: str) -> str | None:
+    """The sidecar path (of ``SIDECAR_PATHS``) that ``path`` would overlap, or None."""
+    segments = _segments(path)
+    for own in SIDECAR_PATHS:
+        reserved = _segments(own.rstrip("/"))
+        prefix = segments[: len(reserved)] if own.endswith("/") else segments
+        if _segments_overlap(prefix, reserved):
+            return own + "..." if own.endswith("/") else own
+    return None
+
+
+class ExposeSettings(_Strict):
+    """A route served by the sidecar: ``command`` is ``POST <path>``, ``read`` is ``GET <path>``."""
+
+    path: str = Field(
+        description="Sidecar path template, e.g. /api/billing/invoices; a read's {fields} are the route's path "
+        "fields, a command takes its fields from the JSON body."
+    )
+    kind: ExposureKind | None = Field(
+        default=None,
+        description="command: POST <path> publishes the command (Idempotency-Key, Prefer: wait, status URL); read: "
+        "GET <path> calls the downstream through the resilient client, with the last good copy as fallback. "
+        "Default: read for a GET route, command otherwise.",
+    )
+    summary: str | None = Field(default=None, description="One line for the OpenAPI document.")
+
+    @field_validator("path")
+    @classmethod
+    def _path_template(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        for segment in _segments(value):
+            if not _PATH_SEGMENT_RE.match(segment):
+                raise ValueError(
+                    f"segment {segment!r}: use letters, digits and -._~:@!$&'()*+,;= or one whole {{field}} "
+                    "(no empty segment, no trailing '/', no query)"
+                )
+        params = PATH_PARAM_RE.findall(value)
+        if len(params) != len(set(params)):
+            raise ValueError("a {field} appears twice")
+        taken = sidecar_path_taken(value)
+        if taken is not None:
+            raise ValueError(f"overlaps the sidecar's own path {taken}")
+        return value
+
+    @property
+    def method(self) -> Literal["GET", "POST"]:
+        return "GET" if self.kind == "read" else "POST"
+
+    @property
+    def path_params(self) -> tuple[str, ...]:
+        return tuple(PATH_PARAM_RE.findall(self.path))
+
+
 class RouteSettings(_Strict):
     """One command action: routing key ``<downstream>.<action>`` -> an HTTP call."""
 
@@ -67,6 +153,17 @@ class RouteSettings(_Strict):
         alias="schema",
         description="JSON Schema (2020-12) the command body must satisfy; invalid commands are dead-lettered.",
     )
+    expose: ExposeSettings | None = Field(
+        default=None, description="Serve this route on the sidecar's HTTP API; unset: AMQP only."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_exposure_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("expose"), dict) and data["expose"].get("kind") is None:
+            kind = "read" if data.get("method", "POST") == "GET" else "command"
+            data = {**data, "expose": {**data["expose"], "kind": kind}}
+        return data
 
     @field_validator("path")
     @classmethod
@@ -84,6 +181,23 @@ class RouteSettings(_Strict):
             except SchemaError as exc:
                 raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
         return value
+
+    @model_validator(mode="after")
+    def _exposure_fits(self) -> RouteSettings:
+        expose = self.expose
+        if expose is None:
+            return self
+        if expose.kind == "read":
+            if self.method != "GET":
+                raise ValueError(f"expose.kind read needs a GET route (reads are retried), this one is {self.method}")
+            if sorted(expose.path_params) != sorted(self.path_params):
+                raise ValueError(
+                    f"expose.path {expose.path} must have exactly the route's path fields "
+                    f"{sorted(self.path_params)}, has {sorted(expose.path_params)}"
+                )
+        elif expose.path_params:
+            raise ValueError(f"expose.path {expose.path}: a command takes its fields from the JSON body, not the path")
+        return self
 
     @property
     def path_params(self) -> tuple[str, ...]:
@@ -452,6 +566,21 @@ class Settings(BaseSettings):
         for name, downstream in self.downstreams.items():
             if not downstream.routes:
                 raise ValueError(f"downstream {name!r} declares no routes")
+        return self
+
+    @model_validator(mode="after")
+    def _exposures_distinct(self) -> Settings:
+        seen: list[tuple[str, str, str]] = []  # (method, path, key)
+        for name, downstream in self.downstreams.items():
+            for action, route in downstream.routes.items():
+                if route.expose is None:
+                    continue
+                key = f"downstreams.{name}.routes.{action}.expose"
+                method, path = route.expose.method, route.expose.path
+                for other_method, other_path, other_key in seen:
+                    if method == other_method and paths_overlap(path, other_path):
+                        raise ValueError(f"{key} ({method} {path}) and {other_key} ({method} {other_path}) overlap")
+                seen.append((method, path, key))
         return self
 
     @classmethod

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from s2s_daemon.app import Daemon
 from s2s_daemon.demo import ServiceState, service_a, service_b
+from s2s_daemon.demo.services import demo_states
 from s2s_daemon.embedded import EmbeddedMongo, free_port
 from s2s_daemon.http.server import SidecarServer
 from s2s_daemon.messaging.topology import Topology
@@ -64,8 +65,8 @@ class DemoServices:
 
 @pytest.fixture
 async def demo() -> AsyncIterator[DemoServices]:
-    """service-a and service-b in this event loop, on free ports."""
-    state_a, state_b = ServiceState("service-a"), ServiceState("service-b")
+    """service-a and service-b in this event loop, on free ports, over one store (as `s2s-daemon demo` runs them)."""
+    state_a, state_b = demo_states()
     servers = [
         SidecarServer(service_a(state_a), "127.0.0.1", 0),
         SidecarServer(service_b(state_b), "127.0.0.1", 0),
@@ -117,8 +118,10 @@ async def cleanup_namespace(run_id: str, mongo_server: EmbeddedMongo) -> AsyncIt
     await drop_namespace(run_id, mongo_server.uri)
 
 
-async def drop_namespace(prefix: str, mongo_uri: str) -> None:
-    topology = Topology(prefix, ("service-a", "service-b"), 5, (1, 2, 5, 10, 30, 60, 300))
+async def drop_namespace(
+    prefix: str, mongo_uri: str, downstreams: tuple[str, ...] = ("service-a", "service-b")
+) -> None:
+    topology = Topology(prefix, downstreams, 5, (1, 2, 5, 10, 30, 60, 300))
     connection = await aio_pika.connect(RABBITMQ_URL)
     async with connection:
         channel = await connection.channel()

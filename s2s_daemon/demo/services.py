@@ -2,7 +2,9 @@
 
 service-a  POST /resource        creates a resource with a server-generated id; honours Idempotency-Key
                                  (a repeated key returns the first resource and applies no new effect)
-service-b  GET  /resource/{id}   returns a resource; ids starting with "missing" are 404
+service-b  GET  /resource/{id}   returns the resource service-a created under that id (one store for both);
+                                 an id never created gets a made-up resource, so load needs no setup;
+                                 ids starting with "missing" are 404
 
 Both:      POST /_faults  {"error_rate": 0.6, "error_status": 503, "latency_ms": 50, "retry_after": "3",
                            "fail_next": 2, "status": 429}       set fault knobs (omitted keys reset)
@@ -45,16 +47,33 @@ class Faults:
 
 
 @dataclass
+class DemoStore:
+    """The resources service-a created, which service-b serves."""
+
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    by_key: dict[str, str] = field(default_factory=dict)  # idempotency key -> resource id
+
+    def clear(self) -> None:
+        self.resources.clear()
+        self.by_key.clear()
+
+
+@dataclass
 class ServiceState:
     name: str
+    store: DemoStore = field(default_factory=DemoStore)
     faults: Faults = field(default_factory=Faults)
     calls: int = 0
     calls_by_key: Counter[str] = field(default_factory=Counter)
     effects: int = 0
-    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
-    by_key: dict[str, str] = field(default_factory=dict)
     in_flight: int = 0
     peak_in_flight: int = 0
+
+    def reset(self) -> None:
+        """Forget calls, faults and the stored resources; the store stays the one shared with the other service."""
+        store = self.store
+        store.clear()
+        self.__dict__.update(ServiceState(self.name, store).__dict__)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -102,8 +121,7 @@ def _admin_routes(state: ServiceState) -> list[Route]:
         return JSONResponse(state.stats())
 
     async def reset(_: Request) -> Response:
-        fresh = ServiceState(state.name)
-        state.__dict__.update(fresh.__dict__)
+        state.reset()
         return JSONResponse({"reset": True})
 
     return [
@@ -113,8 +131,16 @@ def _admin_routes(state: ServiceState) -> list[Route]:
     ]
 
 
-def service_a(state: ServiceState | None = None) -> Starlette:
+def demo_states() -> tuple[ServiceState, ServiceState]:
+    """The states of service-a and service-b, over one store."""
+    store = DemoStore()
+    return ServiceState("service-a", store), ServiceState("service-b", store)
+
+
+def service_a(state: ServiceState | None = None, path: str = "/resource") -> Starlette:
+    """``POST <path>`` creates a resource in the state's store."""
     state = state or ServiceState("service-a")
+    store = state.store
 
     async def create(request: Request) -> Response:
         state.calls += 1
@@ -129,33 +155,38 @@ def service_a(state: ServiceState | None = None) -> Starlette:
             return JSONResponse({"error": "body must be JSON"}, status_code=400)
         if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"]:
             return JSONResponse({"error": "'name' (non-empty string) is required"}, status_code=422)
-        if key and key in state.by_key:
-            return JSONResponse(state.resources[state.by_key[key]], status_code=200)
+        if key and key in store.by_key:
+            return JSONResponse(store.resources[store.by_key[key]], status_code=200)
         resource = {"id": uuid.uuid4().hex, "name": body["name"], "attributes": body.get("attributes", {})}
-        state.resources[resource["id"]] = resource
+        store.resources[resource["id"]] = resource
         state.effects += 1
         if key:
-            state.by_key[key] = resource["id"]
+            store.by_key[key] = resource["id"]
         return JSONResponse(resource, status_code=201)
 
-    app = Starlette(routes=[Route("/resource", create, methods=["POST"]), *_admin_routes(state)])
+    app = Starlette(routes=[Route(path, create, methods=["POST"]), *_admin_routes(state)])
     app.state.service = state
     return app
 
 
-def service_b(state: ServiceState | None = None) -> Starlette:
+def service_b(state: ServiceState | None = None, path: str = "/resource/{id}") -> Starlette:
+    """``GET <path>`` (one path parameter: the id) reads a resource from the state's store."""
     state = state or ServiceState("service-b")
+    store = state.store
 
     async def get(request: Request) -> Response:
         state.calls += 1
         if (fault := await _inject(state)) is not None:
             return fault
-        resource_id = request.path_params["resource_id"]
+        [resource_id] = request.path_params.values()
         if resource_id.startswith("missing"):
             return JSONResponse({"error": "not found", "id": resource_id}, status_code=404)
+        created = store.resources.get(resource_id)
+        if created is not None:
+            return JSONResponse(created)
         return JSONResponse({"id": resource_id, "name": f"resource {resource_id}", "source": "service-b"})
 
-    app = Starlette(routes=[Route("/resource/{resource_id}", get, methods=["GET"]), *_admin_routes(state)])
+    app = Starlette(routes=[Route(path, get, methods=["GET"]), *_admin_routes(state)])
     app.state.service = state
     return app
 
@@ -164,8 +195,9 @@ async def serve_demo(host: str, port_a: int, port_b: int) -> None:
     """Run both demo services until cancelled (access logs off: they cost more than the handler)."""
     import uvicorn
 
+    state_a, state_b = demo_states()
     servers = [
         uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=False, log_config=None))
-        for app, port in ((service_a(), port_a), (service_b(), port_b))
+        for app, port in ((service_a(state_a), port_a), (service_b(state_b), port_b))
     ]
     await asyncio.gather(*(s.serve() for s in servers))

@@ -1,5 +1,8 @@
 """The sidecar's ASGI app: health, probes, metrics, OpenAPI, the command and read API, webhooks, status page.
 
+The command and read API is what the configuration exposes (``expose:`` of a route); the sidecar's own paths
+are ``settings.SIDECAR_PATHS``, which no exposure may overlap.
+
 Everything it needs comes in one ``SidecarContext`` built by the composition root. The app owns one resource
 of its own, the AMQP gateway (command publishes and their replies), started and stopped by its lifespan.
 Every response, errors included, is JSON (or health+json, text, HTML where documented) and carries
@@ -26,6 +29,7 @@ from starlette.types import ASGIApp
 from s2s_daemon.http.admin import BreakerAdmin
 from s2s_daemon.http.command_api import CommandStatus, CommandSubmission
 from s2s_daemon.http.correlation import CorrelationMiddleware
+from s2s_daemon.http.exposures import declared_exposures
 from s2s_daemon.http.health import HealthCheck, run_checks
 from s2s_daemon.http.openapi import build_openapi
 from s2s_daemon.http.read_through import ResourceRead, StaleCache
@@ -77,6 +81,32 @@ async def _http_error(_: Request, exc: Exception) -> Response:
         status_code=exc.status_code,
         headers=exc.headers,
     )
+
+
+def _exposure_routes(ctx: SidecarContext, ledger: SubmissionLedger) -> list[BaseRoute]:
+    """``POST <path>`` per route exposed as a command, ``GET <path>`` per route exposed as a read."""
+    s = ctx.settings
+    cache = StaleCache(ctx.redis, s.api.stale_cache.key_prefix, s.api.stale_cache.ttl_seconds)
+    routes: list[BaseRoute] = []
+    for exposure in declared_exposures(s):
+        if exposure.kind == "read":
+            reader = ResourceRead(ctx.clients[exposure.downstream], exposure.routing_key, exposure.route, cache)
+            routes.append(Route(exposure.path, reader.handle, methods=["GET"]))
+            continue
+        submission = CommandSubmission(
+            exposure.downstream,
+            exposure.action,
+            exposure.route,
+            gateway=ctx.gateway,
+            ledger=ledger,
+            outbox=ctx.outbox,
+            require_key=s.amqp.require_idempotency_key,
+            # The consumer dead-letters what is larger than its own limit: never accept what it would refuse.
+            max_body_bytes=min(s.api.max_body_bytes, s.amqp.max_body_bytes),
+            max_wait_seconds=s.api.max_wait_seconds,
+        )
+        routes.append(Route(exposure.path, submission.handle, methods=["POST"]))
+    return routes
 
 
 def create_app(ctx: SidecarContext) -> ASGIApp:
@@ -149,27 +179,7 @@ def create_app(ctx: SidecarContext) -> ASGIApp:
             methods=["POST"],
         ),
     ]
-    create = s.route("service-a.create-resource")
-    if create is not None:
-        downstream, action, route = create
-        submission = CommandSubmission(
-            downstream,
-            action,
-            route,
-            gateway=ctx.gateway,
-            ledger=ledger,
-            outbox=ctx.outbox,
-            require_key=s.amqp.require_idempotency_key,
-            # The consumer dead-letters what is larger than its own limit: never accept what it would refuse.
-            max_body_bytes=min(s.api.max_body_bytes, s.amqp.max_body_bytes),
-            max_wait_seconds=s.api.max_wait_seconds,
-        )
-        routes.append(Route("/api/service-a/resource", submission.handle, methods=["POST"]))
-    read = s.route("service-b.get-resource")
-    if read is not None and read[0] in ctx.clients and len(read[2].path_params) == 1:
-        cache = StaleCache(ctx.redis, s.api.stale_cache.key_prefix, s.api.stale_cache.ttl_seconds)
-        reader = ResourceRead(ctx.clients[read[0]], read[2], cache)
-        routes.append(Route("/api/service-b/resource/{resource_id}", reader.handle, methods=["GET"]))
+    routes.extend(_exposure_routes(ctx, ledger))
     if s.admin.token is not None:
         admin = BreakerAdmin(s.admin.token.get_secret_value(), breakers)
         routes.append(Route("/admin/breakers/{downstream}/open", admin.open, methods=["POST"]))

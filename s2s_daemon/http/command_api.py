@@ -1,4 +1,4 @@
-"""HTTP -> command: ``POST /api/service-a/resource`` and ``GET /api/commands/{id}``.
+"""HTTP -> command: ``POST <path>`` of each route exposed as a command, and ``GET /api/commands/{id}``.
 
 A POST is validated like an AMQP command (the route's JSON Schema), keyed by its ``Idempotency-Key`` and
 published to the commands exchange with publisher confirms; the consumer pipeline does the rest. IETF
@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from s2s_daemon.errors import DependencyUnavailable
 from s2s_daemon.http.body import BodyTooLarge, InvalidContentLength, is_json_media_type, read_limited
 from s2s_daemon.http.correlation import correlation_of
+from s2s_daemon.http.responses import CommandAccepted, CommandConflict, CommandInFlight, ErrorBody, model_response
 from s2s_daemon.idempotency.fingerprint import fingerprint
 from s2s_daemon.idempotency.submissions import Recorded, SubmissionLedger
 from s2s_daemon.messaging.contracts import ErrorKind
@@ -87,7 +88,7 @@ def reply_status_code(reply: Mapping[str, Any]) -> int:
 
 
 def _error(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+    return model_response(ErrorBody(error=error, detail=detail), status, headers)
 
 
 def _unavailable(detail: str) -> Response:
@@ -95,7 +96,7 @@ def _unavailable(detail: str) -> Response:
 
 
 class CommandSubmission:
-    """One HTTP endpoint that submits commands of one route (``<downstream>.<action>``)."""
+    """``POST <path>`` of one route exposed as a command: submits commands ``<downstream>.<action>``."""
 
     def __init__(
         self,
@@ -168,11 +169,8 @@ class CommandSubmission:
                 done = await self._outbox.find(command_key(self.downstream, key))
                 if done is not None and done.get("reply") is not None:
                     return self._reply(done["reply"], key)
-            return JSONResponse(
-                {"error": "in_flight", "command_id": key, "status_url": status_url(key, self.downstream)},
-                status_code=409,
-                headers={"retry-after": "1"},
-            )
+            in_flight = CommandInFlight(error="in_flight", command_id=key, status_url=status_url(key, self.downstream))
+            return model_response(in_flight, 409, {"retry-after": "1"})
 
         correlation = correlation_of(request)
         wait = parse_prefer_wait(request.headers.getlist("prefer"), self._max_wait)
@@ -203,7 +201,7 @@ class CommandSubmission:
             if future is not None:
                 self._gateway.forget(correlation.correlation_id, key)
         url = status_url(key, self.downstream)
-        return JSONResponse({"command_id": key, "status_url": url}, status_code=202, headers={"location": url})
+        return model_response(CommandAccepted(command_id=key, status_url=url), 202, {"location": url})
 
     def _reply(self, reply: Mapping[str, Any], key: str) -> Response:
         return JSONResponse(
@@ -214,14 +212,8 @@ class CommandSubmission:
 
     @staticmethod
     def _conflict(key: str) -> Response:
-        return JSONResponse(
-            {
-                "error": "conflict",
-                "command_id": key,
-                "detail": "this Idempotency-Key was used with a different payload",
-            },
-            status_code=422,
-        )
+        detail = "this Idempotency-Key was used with a different payload"
+        return model_response(CommandConflict(error="conflict", command_id=key, detail=detail), 422)
 
 
 class CommandStatus:
@@ -234,7 +226,9 @@ class CommandStatus:
 
     async def handle(self, request: Request) -> Response:
         command_id = request.path_params["command_id"]
-        downstream = request.query_params.get("downstream", "service-a")
+        downstream = request.query_params.get("downstream")
+        if downstream is None:
+            return _error(400, "invalid_request", "the downstream query parameter is required")
         if downstream not in self._downstreams:
             return _error(404, "not_found", "unknown downstream")
         try:

@@ -1,17 +1,35 @@
-"""The sidecar's OpenAPI 3.1 document, written by hand and completed from the configuration.
+"""The sidecar's OpenAPI 3.1 document, derived from the configuration and the response models.
 
-Written by hand because the handlers are plain Starlette; the parts that depend on configuration are filled
-in from it (the command body is the route's own JSON Schema, the downstream and resource-id parameters come
-from the config, the admin paths exist only when admin is enabled), and the reply schema is generated from
-the pydantic contract, so the document cannot drift from what the daemon sends. ``make test`` runs
-schemathesis against the live sidecar with this document.
+Every route the configuration exposes is an operation: a command's request body is the route's own JSON
+Schema, a read's path fields take the schemas the route gives them. Every response body schema is generated
+from its pydantic model (``http/responses.py``), so the document cannot drift from what the handlers send.
+The admin paths exist only when admin is enabled. ``make test`` runs schemathesis against the live sidecar
+with this document.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from functools import cache
+from typing import Annotated, Any, Literal
 
-from s2s_daemon.http.webhooks import RejectReason
+from pydantic import BaseModel, StringConstraints, TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue, models_json_schema
+from pydantic_core import core_schema
+
+from s2s_daemon.http.exposures import Exposure, declared_exposures
+from s2s_daemon.http.responses import (
+    BreakerForced,
+    CommandAccepted,
+    CommandConflict,
+    CommandInFlight,
+    CommandStatusBody,
+    DownstreamBody,
+    ErrorBody,
+    Health,
+    StatusSnapshot,
+    WebhookAccepted,
+    WebhookRejected,
+)
 from s2s_daemon.messaging.contracts import Reply
 from s2s_daemon.settings import NAME_RE, Settings
 
@@ -19,15 +37,63 @@ __all__ = ["build_openapi"]
 
 JSON = "application/json"
 HEALTH_JSON = "application/health+json"
-_ID_PATTERN = r"^[\x21-\x7e]{1,200}$"
+
+CommandId = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,200}$")]
+SourceName = Annotated[str, StringConstraints(pattern=NAME_RE.pattern)]
+Seconds = Annotated[str, StringConstraints(pattern=r"^[0-9]+$")]
+
+_MODELS: tuple[type[BaseModel], ...] = (
+    ErrorBody,
+    Reply,
+    CommandAccepted,
+    CommandInFlight,
+    CommandConflict,
+    CommandStatusBody,
+    DownstreamBody,
+    Health,
+    StatusSnapshot,
+    BreakerForced,
+    WebhookAccepted,
+    WebhookRejected,
+)
+_STALE_HEADERS = ("X-Cache", "Age", "Warning")
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+class _ResponseBodySchema(GenerateJsonSchema):
+    """Without defaults: they describe input, and a ``None`` default of a field that is absent rather than null
+    would contradict its own schema."""
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        return self.generate_inner(schema["schema"])
+
+
+@cache
+def _models() -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """(model name -> its $ref, component schemas) for every response body model."""
+    mode: JsonSchemaMode = "serialization"
+    refs, top = models_json_schema(
+        [(m, mode) for m in _MODELS],
+        ref_template="#/components/schemas/{model}",
+        schema_generator=_ResponseBodySchema,
+    )
+    return {model.__qualname__: ref for (model, _), ref in refs.items()}, top["$defs"]
+
+
+def _schema(tp: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = TypeAdapter(tp).json_schema()
+    return schema
+
+
+def _ref(model: type[BaseModel]) -> dict[str, Any]:
+    return _models()[0][model.__qualname__]
+
+
+def _any_of(*models: type[BaseModel]) -> dict[str, Any]:
+    return {"anyOf": [_ref(m) for m in models]}
 
 
 def _header(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/headers/{name}"}
+    return {"$ref": f"#/components/headers/{name.replace('-', '')}"}
 
 
 def _response(
@@ -39,7 +105,7 @@ def _response(
 ) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": description,
-        "headers": {"X-Correlation-ID": _header("XCorrelationId")} | {h: _header(h.replace("-", "")) for h in headers},
+        "headers": {h: _header(h) for h in ("X-Correlation-ID", *headers)},
     }
     if schema is not None:
         response["content"] = {media_type: {"schema": schema}}
@@ -47,348 +113,180 @@ def _response(
 
 
 def _error(description: str, *, headers: tuple[str, ...] = ()) -> dict[str, Any]:
-    return _response(description, _ref("Error"), headers=headers)
+    return _response(description, _ref(ErrorBody), headers=headers)
+
+
+def _header_parameter(name: str, description: str, *, required: bool = False, tp: Any = str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": required, "description": description, "schema": _schema(tp)}
 
 
 _CORRELATION_PARAMETERS = [
-    {
-        "name": "X-Correlation-ID",
-        "in": "header",
-        "required": False,
-        "description": "Kept end to end and returned; else X-Request-ID, else the trace id of traceparent.",
-        "schema": {"type": "string"},
-    },
-    {
-        "name": "traceparent",
-        "in": "header",
-        "required": False,
-        "description": "W3C trace context; a malformed one starts a new trace.",
-        "schema": {"type": "string"},
-    },
+    _header_parameter(
+        "X-Correlation-ID", "Kept end to end and returned; else X-Request-ID, else the trace id of traceparent."
+    ),
+    _header_parameter("traceparent", "W3C trace context; a malformed one starts a new trace."),
 ]
 
 
-def _schemas(settings: Settings, command_schema: dict[str, Any]) -> dict[str, Any]:
-    reply = Reply.model_json_schema(ref_template="#/components/schemas/{model}")
-    reply_defs = reply.pop("$defs", {})
-    check = {
-        "type": "object",
-        "required": ["status"],
-        "properties": {
-            "componentType": {"type": "string"},
-            "status": {"enum": ["pass", "warn", "fail"]},
-            "time": {"type": "string"},
-            "output": {"type": "string"},
-            "observedValue": {"type": "number"},
-            "observedUnit": {"type": ["string", "null"]},
-        },
-    }
-    return {
-        **reply_defs,
-        "Reply": reply,
-        "Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
-        },
-        "Health": {
-            "type": "object",
-            "description": "application/health+json (draft-inadarei-api-health-check).",
-            "required": ["status"],
-            "properties": {
-                "status": {"enum": ["pass", "warn", "fail"]},
-                "serviceId": {"type": "string"},
-                "version": {"type": "string"},
-                "output": {"type": ["string", "null"]},
-                "checks": {"type": "object", "additionalProperties": {"type": "array", "items": check}},
-            },
-        },
-        "CommandBody": command_schema,
-        "CommandAccepted": {
-            "type": "object",
-            "required": ["command_id", "status_url"],
-            "properties": {"command_id": {"type": "string"}, "status_url": {"type": "string"}},
-        },
-        "CommandInFlight": {
-            "type": "object",
-            "required": ["error", "command_id", "status_url"],
-            "properties": {
-                "error": {"const": "in_flight"},
-                "command_id": {"type": "string"},
-                "status_url": {"type": "string"},
-            },
-        },
-        "CommandConflict": {
-            "type": "object",
-            "required": ["error", "command_id", "detail"],
-            "properties": {
-                "error": {"const": "conflict"},
-                "command_id": {"type": "string"},
-                "detail": {"type": "string"},
-            },
-        },
-        "CommandStatus": {
-            "type": "object",
-            "required": ["command_id", "downstream", "status", "outbox_status", "reply"],
-            "properties": {
-                "command_id": {"type": "string"},
-                "downstream": {"type": "string"},
-                "status": {"enum": ["in_flight", "succeeded", "failed"]},
-                "outbox_status": {"enum": ["pending", "publishing", "sent", "dead", None]},
-                "reply": {"anyOf": [_ref("Reply"), {"type": "null"}]},
-                "created_at": {"type": ["integer", "null"], "description": "Epoch milliseconds."},
-                "sent_at": {"type": ["integer", "null"], "description": "Epoch milliseconds."},
-            },
-        },
-        "WebhookAccepted": {
-            "type": "object",
-            "required": ["service", "delivery_id", "event_type", "event_id", "duplicate"],
-            "properties": {
-                "service": {"type": "string"},
-                "delivery_id": {"type": "string"},
-                "event_type": {"type": "string"},
-                "event_id": {"type": "string", "description": "The CloudEvent id (stable per delivery)."},
-                "duplicate": {"type": "boolean"},
-            },
-        },
-        "WebhookRejected": {
-            "type": "object",
-            "required": ["error", "reason"],
-            "properties": {
-                "error": {"const": "rejected"},
-                "reason": {"enum": [r.value for r in RejectReason] + ["invalid content-length"]},
-            },
-        },
-        "Breaker": {
-            "type": "object",
-            "required": ["state", "calls", "failure_rate", "slow_rate", "seconds_until_half_open"],
-            "properties": {
-                "state": {"enum": ["closed", "open", "half_open"]},
-                "calls": {"type": "integer"},
-                "failure_rate": {"type": "number", "description": "Percent, in the current window."},
-                "slow_rate": {"type": "number"},
-                "seconds_until_half_open": {"type": "number"},
-            },
-        },
-        "Status": {
-            "type": "object",
-            "required": ["service_id", "time", "window_seconds", "downstreams", "outbox", "dlq_depth"],
-            "properties": {
-                "service_id": {"type": "string"},
-                "time": {"type": "string"},
-                "window_seconds": {"type": "number"},
-                "downstreams": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "breaker", "calls_per_second", "error_rate", "queue_depth"],
-                        "properties": {
-                            "name": {"type": "string"},
-                            "breaker": {"anyOf": [_ref("Breaker"), {"type": "null"}]},
-                            "calls_per_second": {"type": "number"},
-                            "error_rate": {"type": "number", "minimum": 0, "maximum": 1},
-                            "queue_depth": {"type": ["integer", "null"]},
-                        },
-                    },
-                },
-                "outbox": {
-                    "anyOf": [
-                        {
-                            "type": "object",
-                            "required": ["pending", "publishing", "dead"],
-                            "properties": {
-                                "pending": {"type": "integer"},
-                                "publishing": {"type": "integer"},
-                                "dead": {"type": "integer"},
-                            },
-                        },
-                        {"type": "null"},
-                    ]
-                },
-                "dlq_depth": {"type": ["integer", "null"]},
-            },
-        },
-        "BreakerForced": {
-            "type": "object",
-            "required": ["downstream", "state", "changed"],
-            "properties": {
-                "downstream": {"type": "string"},
-                "state": {"enum": ["closed", "open", "half_open"]},
-                "changed": {"type": "boolean"},
-            },
-        },
-    }
+def _get(summary: str, tag: str, responses: dict[str, Any], **more: Any) -> dict[str, Any]:
+    return {"get": {"summary": summary, "tags": [tag], **more, "responses": responses}}
 
 
 def _health_paths() -> dict[str, Any]:
     def probe(summary: str, description: str) -> dict[str, Any]:
-        return {
-            "get": {
-                "summary": summary,
-                "description": description,
-                "tags": ["operations"],
-                "responses": {
-                    "200": _response("pass or warn", _ref("Health"), media_type=HEALTH_JSON),
-                    "503": _response("fail (or draining)", _ref("Health"), media_type=HEALTH_JSON),
-                },
-            }
-        }
+        health = _ref(Health)
+        return _get(
+            summary,
+            "operations",
+            {
+                "200": _response("pass or warn", health, media_type=HEALTH_JSON),
+                "503": _response("fail (or draining)", health, media_type=HEALTH_JSON),
+            },
+            description=description,
+        )
+
+    def text(summary: str, description: str, media_type: str) -> dict[str, Any]:
+        return _get(summary, "operations", {"200": _response(description, _schema(str), media_type=media_type)})
 
     return {
         "/health": probe("Health of the daemon and each dependency", "An open breaker is `warn`; 503 on `fail`."),
         "/livez": probe("Liveness", "The event loop is turning; no dependency is checked."),
         "/readyz": probe("Readiness", "RabbitMQ, Redis and MongoDB answer and the daemon is not draining."),
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics",
-                "tags": ["operations"],
-                "responses": {"200": _response("text exposition format", {"type": "string"}, media_type="text/plain")},
-            }
+        "/metrics": text("Prometheus metrics", "text exposition format", "text/plain"),
+        "/openapi.json": _get("This document", "operations", {"200": _response("OpenAPI 3.1", _schema(dict))}),
+        "/status": text("Status page (HTML; polls /api/status)", "the page", "text/html"),
+        "/api/status": _get(
+            "What the status page shows", "operations", {"200": _response("the snapshot", _ref(StatusSnapshot))}
+        ),
+    }
+
+
+def _status_path(settings: Settings) -> dict[str, Any]:
+    downstream = _schema(Literal[tuple(settings.downstreams)]) if settings.downstreams else _schema(str)
+    return _get(
+        "Status and reply of a command",
+        "commands",
+        {
+            "200": _response("the outcome, or `in_flight` while accepted and not finished", _ref(CommandStatusBody)),
+            "400": _error("no downstream given"),
+            "404": _error("unknown command id or downstream"),
+            "503": _error("MongoDB or Redis unavailable", headers=("Retry-After",)),
         },
-        "/openapi.json": {
-            "get": {
-                "summary": "This document",
-                "tags": ["operations"],
-                "responses": {"200": _response("OpenAPI 3.1", {"type": "object"})},
-            }
-        },
-        "/status": {
-            "get": {
-                "summary": "Status page (HTML; polls /api/status)",
-                "tags": ["operations"],
-                "responses": {"200": _response("the page", {"type": "string"}, media_type="text/html")},
-            }
-        },
-        "/api/status": {
-            "get": {
-                "summary": "What the status page shows",
-                "tags": ["operations"],
-                "responses": {"200": _response("snapshot (computed at most once a second)", _ref("Status"))},
-            }
+        parameters=[
+            {
+                "name": "command_id",
+                "in": "path",
+                "required": True,
+                "description": "The command's idempotency key.",
+                "schema": _schema(CommandId),
+            },
+            {
+                "name": "downstream",
+                "in": "query",
+                "required": True,
+                "description": "The downstream the command went to (the status URL carries it).",
+                "schema": downstream,
+            },
+            *_CORRELATION_PARAMETERS,
+        ],
+    )
+
+
+def _command_operation(exposure: Exposure, key_required: bool) -> dict[str, Any]:
+    return {
+        "summary": exposure.expose.summary or f"Submit a {exposure.routing_key} command",
+        "description": (
+            f"Validates the body against the route's schema and publishes the command `{exposure.routing_key}` "
+            "with publisher confirms. 202 with a status URL, or, with `Prefer: wait=N`, the reply (the "
+            "downstream's status on success and for its 4xx refusals; 502 unavailable, 504 timeout or expired)."
+        ),
+        "operationId": exposure.routing_key,
+        "tags": ["commands"],
+        "parameters": [
+            _header_parameter(
+                "Idempotency-Key",
+                "The command id. Same key + same payload: the stored reply; other payload: 422; while the first "
+                "is in flight: 409.",
+                required=key_required,
+                tp=CommandId,
+            ),
+            _header_parameter("Prefer", "`wait=N`: wait up to N seconds (capped) for the reply (RFC 7240)."),
+            *_CORRELATION_PARAMETERS,
+        ],
+        "requestBody": {"required": True, "content": {JSON: {"schema": {"$ref": _body_ref(exposure)}}}},
+        "responses": {
+            "200": _response("the reply (downstream answered 200)", _ref(Reply), headers=("Location",)),
+            "201": _response("the reply (downstream answered 201)", _ref(Reply), headers=("Location",)),
+            "202": _response("accepted; poll status_url", _ref(CommandAccepted), headers=("Location",)),
+            "400": _error("missing or invalid Idempotency-Key, body not JSON"),
+            "409": _response(
+                "the same key is in flight, or the downstream answered 409",
+                _any_of(CommandInFlight, Reply),
+                headers=("Retry-After",),
+            ),
+            "413": _error("body too large"),
+            "415": _error("not application/json"),
+            "422": _response(
+                "schema violation, the key reused with another payload, or the downstream answered 422",
+                _any_of(CommandConflict, ErrorBody, Reply),
+            ),
+            "4XX": _response("the downstream refused the command (its status)", _any_of(Reply, ErrorBody)),
+            "502": _response("failed reply: downstream unavailable", _ref(Reply)),
+            "503": _error("RabbitMQ, Redis or MongoDB unavailable", headers=("Retry-After",)),
+            "504": _response("failed reply: timeout or deadline expired", _ref(Reply)),
         },
     }
 
 
-def _command_paths(settings: Settings) -> dict[str, Any]:
-    downstreams = sorted(settings.downstreams)
-    paths: dict[str, Any] = {
-        "/api/commands/{command_id}": {
-            "get": {
-                "summary": "Status and reply of a command",
-                "tags": ["commands"],
-                "parameters": [
-                    {
-                        "name": "command_id",
-                        "in": "path",
-                        "required": True,
-                        "description": "The command's idempotency key.",
-                        "schema": {"type": "string", "pattern": _ID_PATTERN},
-                    },
-                    {
-                        "name": "downstream",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string", "enum": downstreams, "default": "service-a"},
-                    },
-                    *_CORRELATION_PARAMETERS,
-                ],
-                "responses": {
-                    "200": _response(
-                        "the outcome, or `in_flight` while accepted and not finished", _ref("CommandStatus")
-                    ),
-                    "404": _error("unknown command id or downstream"),
-                    "503": _error("MongoDB or Redis unavailable", headers=("Retry-After",)),
-                },
-            }
-        }
+def _read_operation(exposure: Exposure) -> dict[str, Any]:
+    fields = (exposure.route.json_schema or {}).get("properties") or {}
+    name = exposure.downstream
+    return {
+        "summary": exposure.expose.summary or f"Read through {exposure.routing_key}",
+        "description": f"Calls `{exposure.routing_key}` through the resilient client. On failure or an open "
+        "breaker: the last good copy marked `X-Cache: stale`, else 503 with Retry-After.",
+        "operationId": exposure.routing_key,
+        "tags": ["reads"],
+        "parameters": [
+            *(
+                {"name": field, "in": "path", "required": True, "schema": fields.get(field) or _schema(str)}
+                for field in exposure.expose.path_params
+            ),
+            *_CORRELATION_PARAMETERS,
+        ],
+        "responses": {
+            "200": _response(
+                "the resource (fresh, or stale when marked)", _ref(DownstreamBody), headers=_STALE_HEADERS
+            ),
+            "400": _error("a path field the route's schema refuses"),
+            "404": _error(f"{name} has no such resource"),
+            "502": _error(f"{name} refused the request"),
+            "503": _error(f"{name} unavailable and no stale copy", headers=("Retry-After",)),
+        },
     }
-    service_a = settings.downstreams.get("service-a")
-    if service_a is not None and "create-resource" in service_a.routes:
-        key_required = settings.amqp.require_idempotency_key
-        reply_or_error = {"anyOf": [_ref("Reply"), _ref("Error")]}
-        paths["/api/service-a/resource"] = {
-            "post": {
-                "summary": "Create a resource on service-a (command service-a.create-resource)",
-                "description": (
-                    "Validates the body against the route's schema and publishes the command with publisher "
-                    "confirms. 202 with a status URL, or, with `Prefer: wait=N`, the reply (the downstream's "
-                    "status on success and for its 4xx refusals; 502 unavailable, 504 timeout or expired)."
-                ),
-                "tags": ["commands"],
-                "parameters": [
-                    {
-                        "name": "Idempotency-Key",
-                        "in": "header",
-                        "required": key_required,
-                        "description": "The command id. Same key + same payload: the stored reply; other payload: "
-                        "422; while the first is in flight: 409.",
-                        "schema": {"type": "string", "pattern": _ID_PATTERN},
-                    },
-                    {
-                        "name": "Prefer",
-                        "in": "header",
-                        "required": False,
-                        "description": "`wait=N`: wait up to N seconds (capped) for the reply (RFC 7240).",
-                        "schema": {"type": "string"},
-                    },
-                    *_CORRELATION_PARAMETERS,
-                ],
-                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("CommandBody")}}},
-                "responses": {
-                    "200": _response("the reply (downstream answered 200)", _ref("Reply"), headers=("Location",)),
-                    "201": _response("the reply (downstream answered 201)", _ref("Reply"), headers=("Location",)),
-                    "202": _response("accepted; poll status_url", _ref("CommandAccepted"), headers=("Location",)),
-                    "400": _error("missing or invalid Idempotency-Key, body not JSON"),
-                    "409": _response(
-                        "the same key is in flight, or the downstream answered 409",
-                        {"anyOf": [_ref("CommandInFlight"), _ref("Reply")]},
-                        headers=("Retry-After",),
-                    ),
-                    "413": _error("body too large"),
-                    "415": _error("not application/json"),
-                    "422": _response(
-                        "schema violation, the key reused with another payload, or the downstream answered 422",
-                        {"anyOf": [_ref("CommandConflict"), _ref("Error"), _ref("Reply")]},
-                    ),
-                    "4XX": _response("the downstream refused the command (its status)", reply_or_error),
-                    "502": _response("failed reply: downstream unavailable", _ref("Reply")),
-                    "503": _error("RabbitMQ, Redis or MongoDB unavailable", headers=("Retry-After",)),
-                    "504": _response("failed reply: timeout or deadline expired", _ref("Reply")),
-                },
-            }
-        }
-    service_b = settings.downstreams.get("service-b")
-    read_route = service_b.routes.get("get-resource") if service_b is not None else None
-    if read_route is not None and len(read_route.path_params) == 1:
-        param = read_route.path_params[0]
-        id_schema = ((read_route.json_schema or {}).get("properties") or {}).get(param) or {"type": "string"}
-        paths["/api/service-b/resource/{resource_id}"] = {
-            "get": {
-                "summary": "Read a resource from service-b through the resilient client",
-                "description": "On failure or an open breaker: the last good copy marked `X-Cache: stale`, "
-                "else 503 with Retry-After.",
-                "tags": ["reads"],
-                "parameters": [
-                    {"name": "resource_id", "in": "path", "required": True, "schema": id_schema},
-                    *_CORRELATION_PARAMETERS,
-                ],
-                "responses": {
-                    "200": _response("the resource (fresh, or stale when marked)", {}, headers=_STALE_HEADERS),
-                    "400": _error("invalid id"),
-                    "404": _error("service-b has no such resource"),
-                    "502": _error("service-b refused the request"),
-                    "503": _error("service-b unavailable and no stale copy", headers=("Retry-After",)),
-                },
-            }
-        }
-    return paths
 
 
-_STALE_HEADERS = ("X-Cache", "Age", "Warning")
+def _body_ref(exposure: Exposure) -> str:
+    # Routing keys hold a '.', model names never do: the two kinds of component cannot collide.
+    return f"#/components/schemas/{exposure.routing_key}"
+
+
+def _command_paths(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(paths, request body schemas by component name): the status path and every exposed route."""
+    paths: dict[str, Any] = {"/api/commands/{command_id}": _status_path(settings)}
+    bodies: dict[str, Any] = {}
+    for exposure in declared_exposures(settings):
+        if exposure.kind == "read":
+            operation = _read_operation(exposure)
+        else:
+            operation = _command_operation(exposure, settings.amqp.require_idempotency_key)
+            bodies[exposure.routing_key] = exposure.route.json_schema or {}
+        paths.setdefault(exposure.path, {})[exposure.method.lower()] = operation
+    return paths, bodies
 
 
 def _webhook_paths() -> dict[str, Any]:
-    rejected = _ref("WebhookRejected")
+    rejected = _ref(WebhookRejected)
     return {
         "/api/webhooks/{service}": {
             "post": {
@@ -400,18 +298,13 @@ def _webhook_paths() -> dict[str, Any]:
                 ),
                 "tags": ["webhooks"],
                 "parameters": [
-                    {
-                        "name": "service",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "pattern": NAME_RE.pattern},
-                    },
+                    {"name": "service", "in": "path", "required": True, "schema": _schema(SourceName)},
                     *_CORRELATION_PARAMETERS,
                 ],
-                "requestBody": {"required": True, "content": {JSON: {"schema": {"type": "object"}}}},
+                "requestBody": {"required": True, "content": {JSON: {"schema": _schema(dict[str, Any])}}},
                 "responses": {
-                    "200": _response("a replay of a recorded delivery: nothing new enqueued", _ref("WebhookAccepted")),
-                    "202": _response("recorded in the outbox", _ref("WebhookAccepted")),
+                    "200": _response("a replay of a recorded delivery: nothing new enqueued", _ref(WebhookAccepted)),
+                    "202": _response("recorded in the outbox", _ref(WebhookAccepted)),
                     "400": _response("malformed headers or body", rejected),
                     "401": _response("missing, malformed or wrong signature; timestamp outside tolerance", rejected),
                     "404": _error("unknown webhook source"),
@@ -431,11 +324,9 @@ def _admin_paths() -> dict[str, Any]:
                 "summary": f"Force a breaker {action}",
                 "tags": ["admin"],
                 "security": [{"adminToken": []}],
-                "parameters": [
-                    {"name": "downstream", "in": "path", "required": True, "schema": {"type": "string"}},
-                ],
+                "parameters": [{"name": "downstream", "in": "path", "required": True, "schema": _schema(str)}],
                 "responses": {
-                    "200": _response("the breaker's state now", _ref("BreakerForced")),
+                    "200": _response("the breaker's state now", _ref(BreakerForced)),
                     "401": _error("missing or wrong bearer token", headers=("WWW-Authenticate",)),
                     "404": _error("unknown downstream"),
                 },
@@ -448,22 +339,25 @@ def _admin_paths() -> dict[str, Any]:
     }
 
 
-def build_openapi(settings: Settings, version: str) -> dict[str, Any]:
-    route = settings.route("service-a.create-resource")
-    command_schema = (route[2].json_schema if route else None) or {}
-    admin = settings.admin.token is not None
-    components: dict[str, Any] = {
-        "schemas": _schemas(settings, command_schema),
-        "headers": {
-            "XCorrelationId": {"description": "The request's correlation id.", "schema": {"type": "string"}},
-            "RetryAfter": {"description": "Seconds.", "schema": {"type": "string", "pattern": "^[0-9]+$"}},
-            "Location": {"description": "The command's status URL.", "schema": {"type": "string"}},
-            "XCache": {"description": "`stale` on a last good copy.", "schema": {"enum": ["stale"]}},
-            "Age": {"description": "Seconds since the copy was fetched.", "schema": {"type": "string"}},
-            "Warning": {"description": '`110 - "Response is Stale"`.', "schema": {"type": "string"}},
-            "WWWAuthenticate": {"schema": {"type": "string"}},
-        },
+def _headers() -> dict[str, Any]:
+    def header(description: str, tp: Any = str) -> dict[str, Any]:
+        return {"description": description, "schema": _schema(tp)}
+
+    return {
+        "XCorrelationID": header("The request's correlation id."),
+        "RetryAfter": header("Seconds.", Seconds),
+        "Location": header("The command's status URL."),
+        "XCache": header("`stale` on a last good copy.", Literal["stale"]),
+        "Age": header("Seconds since the copy was fetched.", Seconds),
+        "Warning": header('`110 - "Response is Stale"`.'),
+        "WWWAuthenticate": header("The bearer challenge."),
     }
+
+
+def build_openapi(settings: Settings, version: str) -> dict[str, Any]:
+    admin = settings.admin.token is not None
+    command_paths, bodies = _command_paths(settings)
+    components: dict[str, Any] = {"schemas": {**_models()[1], **bodies}, "headers": _headers()}
     if admin:
         components["securitySchemes"] = {"adminToken": {"type": "http", "scheme": "bearer"}}
     return {
@@ -471,11 +365,11 @@ def build_openapi(settings: Settings, version: str) -> dict[str, Any]:
         "info": {
             "title": "s2s-daemon sidecar",
             "version": version,
-            "description": "Health, metrics, the command API, read-through reads and signed webhooks.",
+            "description": "Health, metrics, the configured command and read API, and signed webhooks.",
         },
         "paths": {
             **_health_paths(),
-            **_command_paths(settings),
+            **command_paths,
             **_webhook_paths(),
             **(_admin_paths() if admin else {}),
         },

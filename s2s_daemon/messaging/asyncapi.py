@@ -271,8 +271,8 @@ def _schemas() -> dict[str, Any]:
         "properties": {
             "specversion": {"type": "string", "const": "1.0"},
             "id": {"type": "string", "description": "Stable per command or webhook delivery."},
-            "source": {"type": "string", "format": "uri-reference", "example": "/s2s-daemon/service-a"},
-            "type": {"type": "string", "description": "The routing key, e.g. service-a.create-resource.succeeded."},
+            "source": {"type": "string", "format": "uri-reference", "example": "/s2s-daemon/billing"},
+            "type": {"type": "string", "description": "The routing key, e.g. billing.create-invoice.succeeded."},
             "subject": {"type": "string", "description": "The idempotency key or webhook delivery id."},
             "time": {"type": "string", "format": "date-time"},
             "datacontenttype": {"type": "string", "const": "application/json"},
@@ -309,7 +309,7 @@ def _bv() -> dict[str, str]:
 
 
 def _id(dotted: str) -> str:
-    """``service-a.create-resource`` -> ``serviceACreateResource`` (component keys allow [A-Za-z0-9._-])."""
+    """``billing.create-invoice`` -> ``billingCreateInvoice`` (component keys allow [A-Za-z0-9._-])."""
     words = [w for w in dotted.replace("-", ".").split(".") if w]
     return words[0] + "".join(w[:1].upper() + w[1:] for w in words[1:])
 

@@ -63,7 +63,7 @@ async def finished(http: httpx.AsyncClient, status_url: str) -> dict[str, Any]:
     return result
 
 
-# --- POST /api/service-a/resource ----------------------------------------------------------------------------
+# --- POST /api/service-a/resource (exposed command) -------------------------------------------------------------
 
 
 async def test_post_publishes_command_with_key_and_correlation(api: Daemon, http: httpx.AsyncClient, demo) -> None:
@@ -222,12 +222,26 @@ async def test_failed_reply_maps_to_downstream_status(http: httpx.AsyncClient, d
 
 
 async def test_command_status_unknown_downstream_is_404(http: httpx.AsyncClient) -> None:
-    """GET /api/commands/{id} with an unconfigured downstream is 404."""
+    """GET /api/commands/{id} with an unconfigured downstream is 404, without one 400 (no default downstream)."""
     response = await http.get("/api/commands/abc", params={"downstream": "nobody"})
+    without = await http.get("/api/commands/abc")
     assert response.status_code == 404
+    assert (without.status_code, without.json()["error"]) == (400, "invalid_request")
 
 
-# --- GET /api/service-b/resource/{id} ------------------------------------------------------------------------
+async def test_tour_creates_a_resource_and_reads_it_back(http: httpx.AsyncClient, demo: DemoServices) -> None:
+    """The README's tour: POST /api/service-a/resource creates a resource, GET /api/service-b/resource/{id} reads
+    the same resource back (the demo's two services share one store)."""
+    created = await create(http, {"name": "tour", "attributes": {"colour": "green"}}, key(), Prefer="wait=10")
+    assert created.status_code == 201, created.text
+    resource = created.json()["result"]["body"]
+    read = await http.get(f"/api/service-b/resource/{resource['id']}")
+    assert read.status_code == 200
+    assert read.json() == resource == {"id": resource["id"], "name": "tour", "attributes": {"colour": "green"}}
+    assert demo.b.calls == 1
+
+
+# --- GET /api/service-b/resource/{id} (exposed read) ----------------------------------------------------------
 
 
 async def test_read_through_stores_and_serves_stale(http: httpx.AsyncClient, demo: DemoServices) -> None:
@@ -264,7 +278,13 @@ async def test_open_breaker_serves_stale_without_calling(
                 "base_url": demo.url_b,
                 "retry": {"max_attempts": 1},
                 "breaker": {"window_size": 4, "minimum_calls": 4, "wait_in_open": 30},
-                "routes": {"get-resource": {"method": "GET", "path": "/resource/{id}"}},
+                "routes": {
+                    "get-resource": {
+                        "method": "GET",
+                        "path": "/resource/{id}",
+                        "expose": {"path": "/api/service-b/resource/{id}"},
+                    }
+                },
             }
         },
     )
@@ -290,6 +310,44 @@ async def test_open_breaker_serves_stale_without_calling(
     assert health["status"] == "warn"
     assert health["checks"]["breaker:service-b"][0]["status"] == "warn"
     assert health["checks"]["breaker:service-a"][0]["status"] == "pass"
+
+
+async def test_no_exposures_serve_no_command_or_read_endpoints(
+    make_settings, cleanup_namespace: None, demo: DemoServices
+) -> None:
+    """Routes without `expose:` are AMQP only: no POST or GET endpoint for them, none in /openapi.json, while
+    the sidecar's own endpoints stay."""
+    settings = make_settings(
+        downstreams={
+            "service-a": {"base_url": demo.url_a, "routes": {"create-resource": {"path": "/resource"}}},
+            "service-b": {
+                "base_url": demo.url_b,
+                "routes": {"get-resource": {"method": "GET", "path": "/resource/{id}"}},
+            },
+        }
+    )
+    async with (
+        Daemon(settings) as daemon,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.sidecar.port}") as http,  # type: ignore[union-attr]
+    ):
+        post = await http.post(RESOURCE, json={"name": "x"}, headers={"Idempotency-Key": key()})
+        read = await http.get("/api/service-b/resource/r1")
+        spec = (await http.get("/openapi.json")).json()
+        health = await http.get("/health")
+    assert (post.status_code, read.status_code) == (404, 404)
+    assert set(spec["paths"]) == {
+        "/health",
+        "/livez",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/status",
+        "/api/status",
+        "/api/commands/{command_id}",
+        "/api/webhooks/{service}",
+    }
+    assert health.status_code == 200
+    assert (demo.a.calls, demo.b.calls) == (0, 0)
 
 
 # --- health, admin -------------------------------------------------------------------------------------------

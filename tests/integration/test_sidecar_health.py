@@ -80,8 +80,8 @@ async def test_command_status_endpoint(daemon: Daemon, sidecar_url: str) -> None
     command = Outgoing("service-a.create-resource", orjson.dumps({"name": "s"}), message_id=key)
     await pika_send(daemon.topology.commands_exchange_name, [command], expect_replies=1)
     async with httpx.AsyncClient(base_url=sidecar_url) as http:
-        found = await http.get(f"/api/commands/{key}")
-        missing = await http.get("/api/commands/nope")
+        found = await http.get(f"/api/commands/{key}", params={"downstream": "service-a"})
+        missing = await http.get("/api/commands/nope", params={"downstream": "service-a"})
     assert found.status_code == 200
     assert found.json()["reply"]["status"] == "succeeded"
     assert missing.status_code == 404

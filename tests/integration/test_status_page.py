@@ -79,7 +79,13 @@ async def test_status_page_shows_breaker_flip_to_open(
                 "base_url": demo.url_b,
                 "retry": {"max_attempts": 1},
                 "breaker": {"window_size": 6, "minimum_calls": 6, "wait_in_open": 60},
-                "routes": {"get-resource": {"method": "GET", "path": "/resource/{id}"}},
+                "routes": {
+                    "get-resource": {
+                        "method": "GET",
+                        "path": "/resource/{id}",
+                        "expose": {"path": "/api/service-b/resource/{id}"},
+                    }
+                },
             }
         },
     )

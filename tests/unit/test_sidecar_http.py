@@ -18,8 +18,10 @@ from s2s_daemon.errors import ConfigError, DependencyUnavailable
 from s2s_daemon.http.command_api import parse_prefer_wait, reply_status_code, status_url
 from s2s_daemon.http.correlation import RequestCorrelation
 from s2s_daemon.http.openapi import build_openapi
+from s2s_daemon.http.responses import CommandAccepted
 from s2s_daemon.http.server import SidecarServer
 from s2s_daemon.http.status import StatusBoard
+from s2s_daemon.messaging.contracts import Reply
 from s2s_daemon.observability.correlation import TraceContext
 from s2s_daemon.observability.metrics import Metrics
 from s2s_daemon.settings import load_settings
@@ -107,21 +109,47 @@ def _responses(spec: dict[str, Any]) -> list[tuple[str, str, str, dict[str, Any]
 
 def test_openapi_is_valid_31_and_complete() -> None:
     """The document validates as OpenAPI 3.1 (openapi-spec-validator), every response documents
-    X-Correlation-ID, the command body is the route's own schema, and admin paths need admin.token."""
+    X-Correlation-ID, the command body is the route's own schema, a read's path field has the route's schema
+    for it, and admin paths need admin.token."""
     settings = load_settings(EXAMPLE)
     spec = build_openapi(settings, "1.2.3")
     validate(spec)
     assert spec["info"]["version"] == "1.2.3"
     assert all("X-Correlation-ID" in response["headers"] for *_, response in _responses(spec))
-    route = settings.route("service-a.create-resource")
-    assert route is not None
-    assert spec["components"]["schemas"]["CommandBody"] == route[2].json_schema
+    create, read = settings.route("service-a.create-resource"), settings.route("service-b.get-resource")
+    assert create is not None
+    assert read is not None
+    post = spec["paths"]["/api/service-a/resource"]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/service-a.create-resource"
+    }
+    assert spec["components"]["schemas"]["service-a.create-resource"] == create[2].json_schema
+    assert post["operationId"] == "service-a.create-resource"
+    [id_field] = [p for p in spec["paths"]["/api/service-b/resource/{id}"]["get"]["parameters"] if p["in"] == "path"]
+    assert (id_field["name"], id_field["schema"]) == ("id", (read[2].json_schema or {})["properties"]["id"])
     assert not any(path.startswith("/admin") for path in spec["paths"])
 
     with_admin = build_openapi(load_settings(EXAMPLE, admin={"token": "t" * 20}), "1.2.3")
     validate(with_admin)
     assert {"/admin/breakers/{downstream}/open", "/admin/breakers/{downstream}/close"} <= set(with_admin["paths"])
     assert with_admin["components"]["securitySchemes"]["adminToken"]["scheme"] == "bearer"
+
+
+def test_openapi_response_schemas_come_from_the_models() -> None:
+    """Every response body schema is a $ref to a component generated from a pydantic model (or a union of them);
+    the components are exactly what pydantic generates for them."""
+    spec = build_openapi(load_settings(EXAMPLE, admin={"token": "t" * 20}), "1")
+    schemas = spec["components"]["schemas"]
+    for path, method, code, response in _responses(spec):
+        for media_type, content in response.get("content", {}).items():
+            schema = content["schema"]
+            refs = [schema] if "$ref" in schema else schema.get("anyOf", [])
+            if media_type.startswith("text/") or path == "/openapi.json":
+                continue
+            assert refs, (path, method, code)
+            assert all(ref["$ref"].removeprefix("#/components/schemas/") in schemas for ref in refs)
+    assert schemas["CommandAccepted"] == CommandAccepted.model_json_schema(mode="serialization")
+    assert schemas["Reply"]["required"] == Reply.model_json_schema()["required"]
 
 
 def test_example_config_declares_one_webhook_source_per_scheme() -> None:
