@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from pydantic.json_schema import SkipJsonSchema
 from starlette.responses import Response
 
-from s2s_daemon.http.health import Status
 from s2s_daemon.http.webhooks import RejectReason
 from s2s_daemon.messaging.contracts import Reply
+from s2s_daemon.observability.probes import Status
 from s2s_daemon.resilience.breaker import BreakerState
 
 __all__ = [
