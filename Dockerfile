@@ -12,10 +12,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY s2s_daemon ./s2s_daemon
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# Wheels for the `local` extra too, for the demo image only; the runtime stage installs none of them.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[local]'
 
 
-FROM python:3.11-slim-bookworm AS runtime
+FROM python:3.11-slim-bookworm AS base
 
 LABEL org.opencontainers.image.title="s2s-daemon" \
       org.opencontainers.image.description="Queue-first daemon for reliable server-to-server communication" \
@@ -34,6 +35,23 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system --gid 10001 s2s \
     && useradd --system --uid 10001 --gid s2s --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin s2s
+
+# The demo downstreams for docker-compose (`docker build --target demo`): the `local` extra on top of the wheel.
+# Never deployed: it exists so the compose stack has service-a and service-b to call.
+FROM base AS demo
+# DL3013: "$1" is the wheel file built above (its version is the project's); hadolint reads it as a package name.
+# hadolint ignore=DL3013
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    set -- /wheels/s2s_daemon-*.whl \
+    && pip install --no-cache-dir --no-index --find-links=/wheels "$1[local]"
+USER 10001:10001
+EXPOSE 8081 8082
+ENTRYPOINT ["s2s-daemon"]
+CMD ["demo", "--host", "0.0.0.0"]
+
+
+# The production image (the default target, so it stays last).
+FROM base AS runtime
 
 # The wheels are bind-mounted, not copied, so they never become a layer of the final image. No extra: the
 # `local` (embedded Mongo-wire server for `make run`) and `httpx` (http_client: httpx) extras stay out.

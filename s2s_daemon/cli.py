@@ -163,7 +163,7 @@ def _missing_extra(command: str, extra: str, exc: ModuleNotFoundError) -> int:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     try:
-        from s2s_daemon.embedded import EmbeddedMongo, ManagedProcess
+        from s2s_daemon.local import EmbeddedMongo, ManagedProcess
     except ModuleNotFoundError as exc:
         return _missing_extra("dev", "local", exc)
 
@@ -198,7 +198,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     try:
-        from s2s_daemon.demo import serve_demo
+        from s2s_daemon.local import serve_demo
     except ModuleNotFoundError as exc:
         return _missing_extra("demo", "local", exc)
 

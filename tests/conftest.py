@@ -22,10 +22,8 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from s2s_daemon.app import Daemon
-from s2s_daemon.demo import ServiceState, service_a, service_b
-from s2s_daemon.demo.services import demo_states
-from s2s_daemon.embedded import EmbeddedMongo, free_port
 from s2s_daemon.http.server import SidecarServer
+from s2s_daemon.local import EmbeddedMongo, ServiceState, demo_states, free_port, service_a, service_b
 from s2s_daemon.messaging.topology import Topology
 from s2s_daemon.observability.logging import configure_logging
 from s2s_daemon.settings import Settings, load_settings

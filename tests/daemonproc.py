@@ -17,7 +17,7 @@ import aio_pika
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from s2s_daemon.embedded import free_port
+from s2s_daemon.local import free_port
 from s2s_daemon.settings import Settings
 from tests.crashproc import run_daemon
 from tests.support import RABBITMQ_URL, wait_for

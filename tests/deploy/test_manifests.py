@@ -102,9 +102,29 @@ def test_pod_runs_non_root_read_only_and_without_capabilities() -> None:
     assert "emptyDir" in volumes[mounts["/tmp"]]
 
 
+def _stages() -> dict[str, str]:
+    """The Dockerfile's stages by name, in order, continuation lines joined."""
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    parts = re.split(r"^FROM\s+\S+\s+AS\s+(\S+)$", text, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_production_image_is_the_default_target_and_installs_no_extra() -> None:
+    """`docker build .` builds the runtime stage (the last one): the wheel alone; the demo stage adds `local`."""
+    stages = _stages()
+    assert list(stages)[-1] == "runtime"
+    (install,) = [line for line in stages["runtime"].splitlines() if "pip install" in line]
+    assert "/wheels/s2s_daemon-*.whl" in install
+    assert "[" not in install.partition("pip install")[2]
+    assert "[local]" in stages["demo"]
+    compose = _load(ROOT / "docker-compose.yml")
+    assert compose["services"]["demo"]["build"]["target"] == "demo"
+    assert "target" not in compose["services"]["daemon"].get("build", {})
+
+
 def test_image_user_is_the_numeric_pod_user() -> None:
     """The Dockerfile's USER is numeric and equals runAsUser, so the kubelet can verify runAsNonRoot."""
-    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    dockerfile = _stages()["runtime"]
     (user,) = re.findall(r"^USER\s+(\S+)$", dockerfile, flags=re.MULTILINE)
     uid, _, gid = user.partition(":")
     pod_security = _load(BASE / "deployment.yaml")["spec"]["template"]["spec"]["securityContext"]
@@ -115,14 +135,14 @@ def test_image_user_is_the_numeric_pod_user() -> None:
 
 def test_dockerfile_healthcheck_and_entrypoint() -> None:
     """The image checks /livez on 8080, stops with SIGTERM and runs `s2s-daemon run` in exec form."""
-    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    dockerfile = _stages()["runtime"]
     (healthcheck,) = [line for line in dockerfile.splitlines() if line.startswith("HEALTHCHECK")]
     assert "/livez" in healthcheck
     assert "'8080'" in healthcheck
     assert re.search(r"^STOPSIGNAL SIGTERM$", dockerfile, flags=re.MULTILINE)
     assert re.search(r'^ENTRYPOINT \["s2s-daemon"\]$', dockerfile, flags=re.MULTILINE)
     assert re.search(r'^CMD \["run"\]$', dockerfile, flags=re.MULTILINE)
-    assert "S2S_CONFIG=/etc/s2s/config.yaml" in dockerfile
+    assert "S2S_CONFIG=/etc/s2s/config.yaml" in _stages()["base"]
 
 
 def test_connection_urls_come_from_the_secret_and_the_example_secret_is_not_applied() -> None:
@@ -167,8 +187,9 @@ def test_compose_daemon_reaches_the_demo_service(tmp_path: Path) -> None:
     services = _compose()["services"]
     settings = load_settings(ROOT / "deploy" / "compose" / "config.yaml")
     for downstream in settings.downstreams.values():
-        assert urlsplit(downstream.base_url).hostname in services
-    assert any("demo" in " ".join(s.get("command", [])) for s in services.values())
+        host = urlsplit(downstream.base_url).hostname
+        assert host in services
+        assert services[host]["build"]["target"] == "demo"  # the demo downstreams, not the production image
     for service in services.values():
         for volume in service.get("volumes", []):
             source = volume.split(":", 1)[0]

@@ -18,7 +18,7 @@ import orjson
 import pytest
 from pymongo import AsyncMongoClient
 
-from s2s_daemon.embedded import EmbeddedMongo
+from s2s_daemon.local import EmbeddedMongo
 from tests.conftest import DemoServices
 from tests.daemonproc import (
     consumer_count,

@@ -10,7 +10,7 @@ import pytest
 from faststream.rabbit.message import RabbitMessage
 
 from s2s_daemon.app import Daemon
-from s2s_daemon.embedded import EmbeddedMongo
+from s2s_daemon.local import EmbeddedMongo
 from tests.conftest import DemoServices
 from tests.support import Outgoing, pika_send, wait_for
 

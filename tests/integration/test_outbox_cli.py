@@ -18,7 +18,7 @@ from pymongo.collection import Collection
 
 from s2s_daemon.app import Daemon
 from s2s_daemon.cli import main
-from s2s_daemon.embedded import EmbeddedMongo, free_port
+from s2s_daemon.local import EmbeddedMongo, free_port
 from tests.outboxdocs import EVENT_ROUTING_KEY, outbox_document
 from tests.support import bind_probe_queue, drain, wait_for
 

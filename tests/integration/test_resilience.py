@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from s2s_daemon.app import Daemon
-from s2s_daemon.demo import ServiceState, service_a
 from s2s_daemon.http.server import SidecarServer
+from s2s_daemon.local import ServiceState, service_a
 from tests.conftest import DemoServices
 from tests.support import Outgoing, bind_probe_queue, drain, pika_send, queue_depth, wait_for
 

@@ -22,10 +22,8 @@ import httpx
 import pytest
 
 from s2s_daemon.app import Daemon
-from s2s_daemon.demo import service_a, service_b
-from s2s_daemon.demo.services import ServiceState, demo_states
-from s2s_daemon.embedded import EmbeddedMongo
 from s2s_daemon.http.server import SidecarServer
+from s2s_daemon.local import EmbeddedMongo, ServiceState, demo_states, service_a, service_b
 from s2s_daemon.settings import Settings, load_settings
 from tests.conftest import drop_namespace
 

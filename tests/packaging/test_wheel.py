@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The Dockerfile's build context (.dockerignore is a whitelist of these).
 BUILD_CONTEXT = ("pyproject.toml", "README.md", "s2s_daemon")
 # Subpackages that may import an extra at module level: importing them without it fails, naming the extra.
-EXTRA_PACKAGES = {"s2s_daemon.embedded": "local"}
+EXTRA_PACKAGES = {"s2s_daemon.local": "local"}
 # Importing it runs the command line; `python -m s2s_daemon --help` runs it instead.
 NOT_IMPORTED = {"s2s_daemon.__main__"}
 

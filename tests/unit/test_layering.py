@@ -2,7 +2,7 @@
 
 Layer order, highest first (a module may import its own layer and the layers below it):
 
-    entry points and composition root   app, cli, __main__, the package itself; demo, embedded, bench, chaos
+    entry points and composition root   app, cli, __main__, the package itself; local (the extra)
     http, ops                           the sidecar and the operator tools
     pipeline                            the ordered steps of one command
     messaging, outbox, idempotency,     the building blocks the pipeline drives
@@ -24,7 +24,7 @@ import s2s_daemon
 
 PACKAGE = Path(s2s_daemon.__file__).parent
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"__init__", "__main__", "app", "cli", "demo", "embedded", "bench", "chaos"}),
+    frozenset({"__init__", "__main__", "app", "cli", "local"}),
     frozenset({"http", "ops"}),
     frozenset({"pipeline"}),
     frozenset({"messaging", "outbox", "idempotency", "resilience"}),

@@ -1,4 +1,4 @@
-"""The process manager (s2s_daemon.embedded.processes) on small Python children: ports, exits, SIGTERM, SIGKILL."""
+"""The process manager (s2s_daemon.local.processes) on small Python children: ports, exits, SIGTERM, SIGKILL."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from s2s_daemon.embedded import ManagedProcess, free_port, port_open
+from s2s_daemon.local import ManagedProcess, free_port, port_open
 
 LISTEN = """
 import signal, socket, sys, time

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import yaml
 
-from s2s_daemon.embedded import EmbeddedMongo, ManagedProcess
+from s2s_daemon.local import EmbeddedMongo, ManagedProcess
 from s2s_daemon.messaging.topology import Topology
 from s2s_daemon.settings import AmqpSettings
 from tests.harness.bench.procstat import ProcSample, sample

@@ -38,7 +38,7 @@ import orjson
 import yaml
 
 from s2s_daemon.cli import EXAMPLE_CONFIG
-from s2s_daemon.embedded import EmbeddedMongo, free_port
+from s2s_daemon.local import EmbeddedMongo, free_port
 from tests.harness.bench import profile as pyspy
 from tests.harness.bench.harness import (
     RABBITMQ_URL,

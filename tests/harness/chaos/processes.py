@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Self
 
-from s2s_daemon.embedded import ManagedProcess
+from s2s_daemon.local import ManagedProcess
 
 __all__ = ["ChaosProcess", "on_cleanup", "pending_cleanups", "stop_all"]
 

@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 import httpx
 
-from s2s_daemon.embedded import EmbeddedMongo, free_port, wait_port
+from s2s_daemon.local import EmbeddedMongo, free_port, wait_port
 from tests.harness.chaos.processes import ChaosProcess, on_cleanup
 
 __all__ = ["DemoDownstreams", "PrivateMongo", "PrivateRabbit", "PrivateRedis"]

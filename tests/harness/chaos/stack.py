@@ -21,7 +21,7 @@ import httpx
 import yaml
 
 from s2s_daemon.cli import EXAMPLE_CONFIG
-from s2s_daemon.embedded import free_port
+from s2s_daemon.local import free_port
 from s2s_daemon.messaging.topology import Topology
 from s2s_daemon.outbox.documents import status_count_pipeline
 from s2s_daemon.settings import AmqpSettings

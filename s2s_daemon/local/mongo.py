@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
-from s2s_daemon.embedded.processes import HOST, ManagedProcess, free_port
+from s2s_daemon.local.processes import HOST, ManagedProcess, free_port
 
 __all__ = ["EmbeddedMongo"]
 
