@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from s2s_daemon.clock import now_ms
 from s2s_daemon.errors import DependencyUnavailable
 from s2s_daemon.http.correlation import correlation_of
 from s2s_daemon.messaging.contracts import ErrorKind
@@ -46,7 +47,7 @@ class StaleCache:
         return f"{self._prefix}{downstream}:{resource_id}"
 
     async def put(self, downstream: str, resource_id: str, body: Any) -> None:
-        value = orjson.dumps({"stored_at": int(time.time() * 1000), "body": body})
+        value = orjson.dumps({"stored_at": now_ms(), "body": body})
         await self._call(self._redis.set(self.redis_key(downstream, resource_id), value, ex=self._ttl))
 
     async def get(self, downstream: str, resource_id: str) -> tuple[Any, float] | None:

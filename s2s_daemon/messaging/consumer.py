@@ -14,7 +14,6 @@ The AMQP message is acked only after the outbox write returned.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +25,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from faststream.rabbit.message import RabbitMessage
 from jsonschema import Draft202012Validator
 
+from s2s_daemon.clock import now_ms
 from s2s_daemon.errors import (
     CommandRejected,
     DeadLetterReason,
@@ -41,21 +41,16 @@ from s2s_daemon.messaging.topology import Topology
 from s2s_daemon.observability.correlation import TraceContext, clean_id
 from s2s_daemon.observability.logging import get_logger
 from s2s_daemon.observability.metrics import Metrics
-from s2s_daemon.outbox.documents import OutboxStatus, command_key
+from s2s_daemon.outbox.record import OutboxRecord, command_key
 from s2s_daemon.outbox.writer import OutboxWriter
 from s2s_daemon.resilience.client import BREAKER_OPEN, CallOutcome, DownstreamClient
 from s2s_daemon.settings import RouteSettings, Settings
 
 log = get_logger("s2s.consumer")
 
-_EVENT_NS = uuid.UUID("6f1c1d2e-8a53-4c1e-9d0f-5e2b7a4c9e10")
 # Waits before a redelivery, by cause (the next delay-ladder rung up is used).
 _DELAY_IN_FLIGHT_S = 2.0
 _DELAY_DEPENDENCY_S = 5.0
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,8 +221,8 @@ class CommandProcessor:
             raise Redeliver(RedeliverCause.MONGODB_UNAVAILABLE, exc.detail, _DELAY_DEPENDENCY_S) from exc
         if existing is not None:
             # Redis lost the done record (restart, eviction) or a crash hit before it was written: the outbox decides.
-            await self._complete_quietly(cmd.downstream, cmd.key, claim, existing["fingerprint"])
-            return await self._duplicate(msg, cmd, existing["fingerprint"], existing, "backstop")
+            await self._complete_quietly(cmd.downstream, cmd.key, claim, existing.fingerprint)
+            return await self._duplicate(msg, cmd, existing.fingerprint, existing, "backstop")
         return await self._call_and_record(msg, cmd, route, claim)
 
     async def _call_and_record(self, msg: RabbitMessage, cmd: c.Command, route: _Route, claim: Claim) -> str:
@@ -258,10 +253,10 @@ class CommandProcessor:
                 {c.H_CALLS: outcome.attempts, c.H_FIRST_CALL_AT: first_call_at},
             )
         reply = self._reply(cmd, outcome)
-        document = self._document(cmd, reply, trace)
+        record = OutboxRecord.for_command(cmd, reply, trace, self._settings.service_name)
         assert claim.token is not None
         try:
-            result = await self._outbox.write(document)
+            result = await self._outbox.write(record)
         except DependencyUnavailable as exc:
             # The call may have had an effect: keep the lease (no parallel call), come back later; the
             # downstream sees the same Idempotency-Key if the lease expires before we return.
@@ -270,8 +265,8 @@ class CommandProcessor:
             # Another worker recorded the key first (our lease ran out during the call): our call carried the
             # same Idempotency-Key; this delivery is answered like any duplicate, from the stored document.
             log.warning("command.recorded_elsewhere", attempts=outcome.attempts)
-            await self._complete_quietly(cmd.downstream, cmd.key, claim, result.document["fingerprint"])
-            return await self._duplicate(msg, cmd, result.document["fingerprint"], result.document, "backstop")
+            await self._complete_quietly(cmd.downstream, cmd.key, claim, result.record.fingerprint)
+            return await self._duplicate(msg, cmd, result.record.fingerprint, result.record, "backstop")
         if outcome.retryable and not outcome.ok and result.created:
             # Retries ran out: the producer has its failed reply; the original goes to the DLQ for repair.
             exhausted = CommandRejected(
@@ -280,7 +275,7 @@ class CommandProcessor:
             await self._publisher.dead_letter(msg.raw_message, exhausted.reason, exhausted.detail, cmd.routing_key)
             self._metrics.dead_lettered.labels(exhausted.reason.value).inc()
         await msg.ack()
-        await self._complete_quietly(cmd.downstream, cmd.key, claim, result.document["fingerprint"])
+        await self._complete_quietly(cmd.downstream, cmd.key, claim, result.record.fingerprint)
         log.info(
             "command.completed",
             status=reply.status,
@@ -296,25 +291,25 @@ class CommandProcessor:
         msg: RabbitMessage,
         cmd: c.Command,
         stored_fingerprint: str | None,
-        document: dict[str, Any] | None,
+        record: OutboxRecord | None,
         state: str,
     ) -> str:
         if stored_fingerprint is not None and stored_fingerprint != cmd.fingerprint:
             return await self._conflict(msg, cmd)
         self._metrics.dedupe_hits.labels(cmd.downstream, state).inc()
         if cmd.reply_to:
-            if document is None:
+            if record is None:
                 try:
-                    document = await self._outbox.find(command_key(cmd.downstream, cmd.key))
+                    record = await self._outbox.find(command_key(cmd.downstream, cmd.key))
                 except DependencyUnavailable as exc:
                     raise Redeliver(RedeliverCause.MONGODB_UNAVAILABLE, exc.detail, _DELAY_DEPENDENCY_S) from exc
-            if document is not None and document.get("reply") is not None:
+            if record is not None and record.reply is not None:
                 await self._publisher.reply_direct(
                     cmd.reply_to,
                     cmd.correlation_id,
-                    document["reply"],
+                    record.reply,
                     self._trace_headers(cmd),
-                    message_id=document["event"]["id"],  # the original reply's message_id: duplicates are droppable
+                    message_id=record.event_id,  # the original reply's message_id: duplicates are droppable
                 )
         await msg.ack()
         log.info("command.duplicate", state=state, resent=bool(cmd.reply_to))
@@ -409,37 +404,6 @@ class CommandProcessor:
             received_at=cmd.received_at,
             completed_at=now_ms(),
         )
-
-    def _document(self, cmd: c.Command, reply: c.Reply, trace: TraceContext) -> dict[str, Any]:
-        key = command_key(cmd.downstream, cmd.key)
-        data = reply.model_dump(mode="json")
-        event_type = c.event_routing_key(cmd.routing_key, reply.status)
-        return {
-            "key": key,
-            "kind": "command",
-            "fingerprint": cmd.fingerprint,
-            "status": OutboxStatus.PENDING.value,
-            "correlation_id": cmd.correlation_id,
-            "reply_to": cmd.reply_to,
-            "reply": data,
-            "event_routing_key": event_type,
-            "event": c.cloud_event(
-                event_id=str(uuid.uuid5(_EVENT_NS, key)),
-                source=f"/{self._settings.service_name}/{cmd.downstream}",
-                type_=event_type,
-                subject=cmd.key,
-                time_ms=reply.completed_at,
-                data=data,
-            ),
-            "headers": {c.H_TRACEPARENT: trace.header},
-            "attempts": 0,
-            "lease_owner": None,
-            "lease_until": 0,
-            "next_attempt_at": 0,
-            "created_at": now_ms(),
-            "sent_at": None,
-            "last_error": None,
-        }
 
     @staticmethod
     def _trace_headers(cmd: c.Command) -> dict[str, str]:

@@ -12,6 +12,7 @@ from pymongo import AsyncMongoClient
 
 from s2s_daemon.errors import DependencyUnavailable
 from s2s_daemon.observability.metrics import Metrics
+from s2s_daemon.outbox.record import OutboxRecord
 from s2s_daemon.outbox.relay import Relay
 from s2s_daemon.settings import OutboxSettings
 from tests.outboxdocs import outbox_document
@@ -26,10 +27,10 @@ class FlakyBroker:
         self.error: Exception = DependencyUnavailable("rabbitmq", "ChannelInvalidStateError: closed")
         self.published: list[str] = []
 
-    async def publish(self, doc: dict[str, Any]) -> None:
+    async def publish(self, record: OutboxRecord) -> None:
         if self.down:
             raise self.error
-        self.published.append(doc["key"])
+        self.published.append(record.key)
 
 
 @pytest.fixture
