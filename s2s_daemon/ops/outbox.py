@@ -1,8 +1,10 @@
 """``s2s-daemon outbox status | retry-dead``: the operator's view of the outbox.
 
 Plain synchronous PyMongo against the collection the relay uses; standard MongoDB operations only
-(``aggregate`` with ``$group``, ``find_one`` with a sort, ``update_many``). A running daemon's relay picks
-up documents moved back to ``pending`` on its next poll.
+(``aggregate`` with ``$group``, ``find_one`` with a sort, ``update_many``); what it reads comes back as
+``OutboxRecord``. Not Beanie: it is async only, and it binds the model class to one database for the
+whole process, where these functions take the collection they work on (the tests hand each its own). A
+running daemon's relay picks up documents moved back to ``pending`` on its next poll.
 """
 
 from __future__ import annotations

@@ -186,7 +186,8 @@ class Relay:
         return fresh
 
     async def relay_once(self) -> int:
-        """Claim one batch and publish it; returns how many documents were claimed."""
+        """Claim one batch and publish it; returns how many records were claimed (not counting documents
+        marked dead because they are not records)."""
         batch, token = await self.claim()
         if batch:
             await self._publish_batch(batch, token)

@@ -43,7 +43,7 @@ class OutboxWriter:
         # Majority + journal: on a replica set the ack waits until the write survives a failover.
         self._collection = collection.with_options(write_concern=WriteConcern(w="majority", j=True))
         self._handoff = handoff
-        self._lookups: MicroBatcher[str, OutboxRecord] = MicroBatcher(self._find_many)
+        self._lookups: MicroBatcher[str, dict[str, Any]] = MicroBatcher(self._find_many)
 
     @classmethod
     def for_beanie(cls, handoff: Handoff) -> OutboxWriter:
@@ -66,14 +66,15 @@ class OutboxWriter:
         return WriteResult(True, record)
 
     async def find(self, key: str) -> OutboxRecord | None:
-        """The record with this key, or None. Concurrent lookups share one ``$in`` query."""
+        """The record with this key, or None. Concurrent lookups share one ``$in`` query. A stored document
+        that is not a record raises pydantic.ValidationError to its own caller only."""
         try:
-            return await self._lookups.get(key)
+            document = await self._lookups.get(key)
         except (PyMongoError, OSError) as exc:
             raise DependencyUnavailable("mongodb", f"{type(exc).__name__}: {exc}") from exc
+        return None if document is None else OutboxRecord.from_mongo(document)
 
-    async def _find_many(self, keys: list[str]) -> dict[str, OutboxRecord]:
+    async def _find_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         # _id is the key itself (see OutboxRecord.id): the primary index answers
         documents = await self._collection.find({"_id": {"$in": keys}}).to_list()
-        records = (OutboxRecord.from_mongo(doc) for doc in documents)
-        return {record.key: record for record in records}
+        return {doc["_id"]: doc for doc in documents}
