@@ -23,8 +23,9 @@ class OutboxDocument(OutboxRecord, Document):
     with ``OutboxRecord.to_mongo``/``from_mongo`` (see OutboxWriter for the measured cost of Beanie's insert);
     Beanie creates the indexes and may be used for anything off the per-command path."""
 
-    # Beanie sets ``id`` after an insert; the record is frozen.
-    model_config = ConfigDict(frozen=False)  # type: ignore[misc]  # Beanie's Document declares it differently
+    # Beanie sets ``id`` after an insert; the record is frozen. (The ignore: mypy takes Beanie's
+    # ``model_config`` for an instance variable.)
+    model_config = ConfigDict(frozen=False)  # type: ignore[misc]
 
     # Beanie checks the inserted id against this type (``Any`` fails its isinstance check).
     id: str | None = Field(  # type: ignore[assignment]
