@@ -13,7 +13,6 @@ S2SError
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
 
 
 class ErrorKind(StrEnum):
@@ -103,13 +102,12 @@ class Duplicate(S2SError):
     """The key was answered before: the delivery is acked and the stored reply re-sent, with no call.
 
     ``state`` says how it was recognised (metric label ``state``: ``done`` from the Redis record, ``backstop``
-    from the outbox); ``document`` is the stored outbox record when the step that found it has it at hand.
+    from the outbox). The stored record, when the step that found it has it at hand, travels on the job.
     """
 
-    def __init__(self, state: str, document: dict[str, Any] | None = None) -> None:
+    def __init__(self, state: str) -> None:
         super().__init__(f"duplicate ({state})")
         self.state = state
-        self.document = document
 
 
 class KeyConflict(S2SError):

@@ -1,19 +1,18 @@
-"""Outbox documents written straight into the collection, as the consumer would write them."""
+"""Outbox records and their stored documents, as the consumer would write them."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
-from bson import ObjectId
-
+from s2s_daemon.clock import now_ms
 from s2s_daemon.messaging import contracts as c
+from s2s_daemon.outbox.record import OutboxRecord, OutboxStatus, command_key
 
 EVENT_ROUTING_KEY = "service-a.create-resource.succeeded"
 
 
-def outbox_document(
+def outbox_record(
     key: str,
     *,
     status: str = "pending",
@@ -21,9 +20,9 @@ def outbox_document(
     reply_to: str | None = None,
     attempts: int = 0,
     last_error: str | None = None,
-) -> dict[str, Any]:
-    """A command document whose event id is a fresh uuid (the id counts publishes per document)."""
-    created = int(time.time() * 1000) if created_at is None else created_at
+) -> OutboxRecord:
+    """A command's record whose event id is a fresh uuid (the id counts publishes per record)."""
+    created = now_ms() if created_at is None else created_at
     reply = {
         "status": "succeeded",
         "command_id": key,
@@ -37,17 +36,17 @@ def outbox_document(
         "received_at": created,
         "completed_at": created,
     }
-    return {
-        "_id": ObjectId(),
-        "key": f"cmd:service-a:{key}",
-        "kind": "command",
-        "fingerprint": "f" * 32,
-        "status": status,
-        "correlation_id": key,
-        "reply_to": reply_to,
-        "reply": reply,
-        "event_routing_key": EVENT_ROUTING_KEY,
-        "event": c.cloud_event(
+    return OutboxRecord(
+        id=command_key("service-a", key),
+        key=command_key("service-a", key),
+        kind="command",
+        fingerprint="f" * 32,
+        status=OutboxStatus(status),
+        correlation_id=key,
+        reply_to=reply_to,
+        reply=reply,
+        event_routing_key=EVENT_ROUTING_KEY,
+        event=c.cloud_event(
             event_id=str(uuid.uuid4()),
             source="/s2s-daemon/service-a",
             type_=EVENT_ROUTING_KEY,
@@ -55,12 +54,13 @@ def outbox_document(
             time_ms=created,
             data=reply,
         ),
-        "headers": {},
-        "attempts": attempts,
-        "lease_owner": None,
-        "lease_until": 0,
-        "next_attempt_at": 0,
-        "created_at": created,
-        "sent_at": created if status == "sent" else None,
-        "last_error": last_error,
-    }
+        attempts=attempts,
+        created_at=created,
+        sent_at=created if status == "sent" else None,
+        last_error=last_error,
+    )
+
+
+def outbox_document(key: str, **fields: Any) -> dict[str, Any]:
+    """The stored form of ``outbox_record(key, **fields)``, to insert straight into the collection."""
+    return outbox_record(key, **fields).to_mongo()

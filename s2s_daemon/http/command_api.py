@@ -35,7 +35,7 @@ from s2s_daemon.messaging.contracts import ErrorKind
 from s2s_daemon.messaging.gateway import CommandGateway
 from s2s_daemon.observability.correlation import clean_id
 from s2s_daemon.observability.logging import get_logger
-from s2s_daemon.outbox.documents import command_key
+from s2s_daemon.outbox.record import command_key
 from s2s_daemon.outbox.writer import OutboxWriter
 from s2s_daemon.settings import RouteSettings
 
@@ -156,10 +156,10 @@ class CommandSubmission:
     async def _submit(self, request: Request, key: str, body: bytes, fp: str) -> Response:
         done = await self._outbox.find(command_key(self.downstream, key))
         if done is not None:
-            if done.get("fingerprint") != fp:
+            if done.fingerprint != fp:
                 return self._conflict(key)
-            if done.get("reply") is not None:
-                return self._reply(done["reply"], key)
+            if done.reply is not None:
+                return self._reply(done.reply, key)
         recorded = await self._ledger.take(self.downstream, key, fp)
         if recorded is not None:
             if recorded.fingerprint != fp:
@@ -167,8 +167,8 @@ class CommandSubmission:
             if recorded.state is Recorded.DONE:
                 # completed since the outbox lookup above (or its document is gone): the outbox decides
                 done = await self._outbox.find(command_key(self.downstream, key))
-                if done is not None and done.get("reply") is not None:
-                    return self._reply(done["reply"], key)
+                if done is not None and done.reply is not None:
+                    return self._reply(done.reply, key)
             in_flight = CommandInFlight(error="in_flight", command_id=key, status_url=status_url(key, self.downstream))
             return model_response(in_flight, 409, {"retry-after": "1"})
 
@@ -232,23 +232,23 @@ class CommandStatus:
         if downstream not in self._downstreams:
             return _error(404, "not_found", "unknown downstream")
         try:
-            doc = await self._outbox.find(command_key(downstream, command_id))
-            accepted = None if doc is not None else await self._ledger.get(downstream, command_id)
+            record = await self._outbox.find(command_key(downstream, command_id))
+            accepted = None if record is not None else await self._ledger.get(downstream, command_id)
         except DependencyUnavailable as exc:
             return _unavailable(f"{exc.dependency} unavailable")
-        if doc is None and accepted is None:
+        if record is None and accepted is None:
             return JSONResponse(
                 {"error": "not_found", "detail": "unknown command id", "command_id": command_id}, status_code=404
             )
-        reply = doc.get("reply") if doc is not None else None
+        reply = record.reply if record is not None else None
         return JSONResponse(
             {
                 "command_id": command_id,
                 "downstream": downstream,
                 "status": reply.get("status", "in_flight") if reply else "in_flight",
-                "outbox_status": doc.get("status") if doc is not None else None,
+                "outbox_status": record.status.value if record is not None else None,
                 "reply": reply,
-                "created_at": doc.get("created_at") if doc is not None else None,
-                "sent_at": doc.get("sent_at") if doc is not None else None,
+                "created_at": record.created_at if record is not None else None,
+                "sent_at": record.sent_at if record is not None else None,
             }
         )

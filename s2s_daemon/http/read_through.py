@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from s2s_daemon.clock import now_ms
 from s2s_daemon.errors import DependencyUnavailable
 from s2s_daemon.http.correlation import correlation_of
 from s2s_daemon.http.responses import ErrorBody, model_response
@@ -51,7 +52,7 @@ class StaleCache:
         self._ttl = ttl_seconds
 
     async def put(self, key: str, body: Any) -> None:
-        value = orjson.dumps({"stored_at": int(time.time() * 1000), "body": body})
+        value = orjson.dumps({"stored_at": now_ms(), "body": body})
         await self._call(self._redis.set(self._prefix + key, value, ex=self._ttl))
 
     async def get(self, key: str) -> tuple[Any, float] | None:

@@ -11,14 +11,10 @@ the CloudEvent on ``s2s.events`` with routing key ``webhook.<service>.<type>``.
 
 from __future__ import annotations
 
-import hashlib
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -32,10 +28,9 @@ from s2s_daemon.http.webhooks import (
     WebhookRejected,
     build_verifier,
 )
-from s2s_daemon.messaging import contracts as c
 from s2s_daemon.observability.logging import get_logger
 from s2s_daemon.observability.metrics import Metrics
-from s2s_daemon.outbox.documents import OutboxStatus, webhook_key
+from s2s_daemon.outbox.record import OutboxRecord, webhook_routing_key
 from s2s_daemon.outbox.writer import OutboxWriter
 from s2s_daemon.settings import WebhookSourceSettings
 
@@ -43,17 +38,12 @@ __all__ = ["WEBHOOK_RESULTS", "WebhookIntake", "webhook_routing_key"]
 
 log = get_logger("s2s.webhooks")
 
-_EVENT_NS = uuid.UUID("0d6c4f7e-3b8a-4f55-9a5e-7c1d2b9e6f31")
 _RETRY_AFTER_S = "5"
 
 # The closed set of the metric's `result` label.
 WEBHOOK_RESULTS = frozenset(
     {"accepted", "duplicate", "unavailable", "bad_content_length"} | {r.name.lower() for r in RejectReason}
 )
-
-
-def webhook_routing_key(service: str, event_type: str) -> str:
-    return f"webhook.{service}.{event_type}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +83,9 @@ class WebhookIntake:
         except WebhookRejected as exc:
             return self._refused(service, exc.reason, exc.status)
 
-        document = self._document(service, verified, request)
+        record = self._record(service, verified, request)
         try:
-            result = await self._outbox.write(document)
+            result = await self._outbox.write(record)
         except DependencyUnavailable as exc:
             self._count(service, "unavailable")
             log.warning("webhook.outbox_unavailable", service=service, error=exc.detail)
@@ -108,12 +98,12 @@ class WebhookIntake:
             "service": service,
             "delivery_id": verified.delivery_id,
             "event_type": verified.event_type,
-            "event_id": result.document["event"]["id"],
+            "event_id": result.record.event_id,
             "duplicate": not result.created,
         }
         if not result.created:
             self._count(service, "duplicate")
-            if result.document.get("fingerprint") != document["fingerprint"]:
+            if result.record.fingerprint != record.fingerprint:
                 # Same delivery id, other bytes: the first one stands (GitHub's delivery id is not signed).
                 log.warning("webhook.duplicate_with_other_body", service=service, delivery_id=verified.delivery_id)
             else:
@@ -131,35 +121,16 @@ class WebhookIntake:
     def _count(self, service: str, result: str) -> None:
         self._metrics.webhooks.labels(service, result).inc()
 
-    def _document(self, service: str, verified: VerifiedWebhook, request: Request) -> dict[str, Any]:
-        key = webhook_key(service, verified.delivery_id)
+    def _record(self, service: str, verified: VerifiedWebhook, request: Request) -> OutboxRecord:
         correlation = correlation_of(request)
-        now_ms = int(self._clock() * 1000)
-        routing_key = webhook_routing_key(service, verified.event_type)
-        data = orjson.loads(verified.body)  # the verifier proved it is a JSON object
-        return {
-            "key": key,
-            "kind": "webhook",
-            "fingerprint": hashlib.blake2b(verified.body, digest_size=16).hexdigest(),
-            "status": OutboxStatus.PENDING.value,
-            "correlation_id": correlation.correlation_id,
-            "reply_to": None,
-            "reply": None,
-            "event_routing_key": routing_key,
-            "event": c.cloud_event(
-                event_id=str(uuid.uuid5(_EVENT_NS, key)),
-                source=f"/{self._service_name}/webhooks/{service}",
-                type_=routing_key,
-                subject=verified.delivery_id,
-                time_ms=verified.timestamp * 1000 if verified.timestamp is not None else now_ms,
-                data=data,
-            ),
-            "headers": {c.H_TRACEPARENT: correlation.trace.child().header},
-            "attempts": 0,
-            "lease_owner": None,
-            "lease_until": 0,
-            "next_attempt_at": 0,
-            "created_at": now_ms,
-            "sent_at": None,
-            "last_error": None,
-        }
+        return OutboxRecord.for_webhook(
+            service,
+            delivery_id=verified.delivery_id,
+            event_type=verified.event_type,
+            body=verified.body,  # the verifier proved it is a JSON object
+            signed_at=verified.timestamp,
+            correlation_id=correlation.correlation_id,
+            trace=correlation.trace.child(),
+            service_name=self._service_name,
+            received_ms=int(self._clock() * 1000),
+        )

@@ -1,8 +1,7 @@
 """Idempotency records in Redis: ``in-flight`` with an owner token and a lease, then ``done``.
 
-Record values (one string key per idempotency key, namespaced per downstream):
-  ``f|<owner>|<fingerprint>``  in flight, expires with the lease (PX)
-  ``d|<fingerprint>``          done, expires after ``done_ttl`` (the outbox document holds the reply)
+One string key per idempotency key, namespaced per downstream: ``in flight`` or ``done`` with the payload
+fingerprint (the values and scripts are in ``_records.py``).
 
 Every transition is one atomic Lua call that compares the owner token, so a worker whose lease expired
 can never overwrite the record of the worker that took over. The owner token names one process: a process
@@ -17,40 +16,8 @@ from enum import StrEnum
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from s2s_daemon.errors import DependencyUnavailable
-
-_CLAIM = """
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 'mine'
-end
-if v then return v end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return false
-"""
-
-_COMPLETE = """
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return 1
-end
-if v and string.sub(v, 1, 2) == 'd|' then return 2 end
-return 0
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-_EXTEND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
+from s2s_daemon.idempotency import _records
 
 
 class ClaimState(StrEnum):
@@ -76,30 +43,28 @@ class IdempotencyStore:
         self._prefix = prefix
         self._lease_ms = lease_ms
         self._done_ttl_ms = done_ttl_ms
-        self._claim = redis.register_script(_CLAIM)
-        self._complete = redis.register_script(_COMPLETE)
-        self._release = redis.register_script(_RELEASE)
-        self._extend = redis.register_script(_EXTEND)
+        self._claim = redis.register_script(_records.CLAIM)
+        self._complete = redis.register_script(_records.COMPLETE)
+        self._release = redis.register_script(_records.IF_EQUAL_DEL)
+        self._extend = redis.register_script(_records.IF_EQUAL_PEXPIRE)
 
     def redis_key(self, namespace: str, key: str) -> str:
         return f"{self._prefix}{namespace}:{key}"
 
     async def claim(self, namespace: str, key: str, owner: str, fingerprint: str) -> Claim:
-        token = f"f|{owner}|{fingerprint}"
+        token = _records.in_flight_value(owner, fingerprint)
         existing = await self._run(self._claim, namespace, key, token, self._lease_ms)
         if existing is None:
             return Claim(ClaimState.CLAIMED, fingerprint, token)
-        value = existing.decode() if isinstance(existing, bytes) else str(existing)
-        if value == "mine":
+        if _records.text(existing) == "mine":
             return Claim(ClaimState.OURS, fingerprint, token)
-        state, _, rest = value.partition("|")
-        if state == "d":
-            return Claim(ClaimState.DONE, rest, None)
-        return Claim(ClaimState.IN_FLIGHT, rest.rpartition("|")[2], None)
+        record = _records.parse_consumer_record(existing)
+        return Claim(ClaimState.DONE if record.done else ClaimState.IN_FLIGHT, record.fingerprint, None)
 
     async def complete(self, namespace: str, key: str, token: str, fingerprint: str) -> bool:
         """in-flight (ours) -> done. False when the lease was lost to another worker."""
-        result = await self._run(self._complete, namespace, key, token, f"d|{fingerprint}", self._done_ttl_ms)
+        done = _records.done_value(fingerprint)
+        result = await self._run(self._complete, namespace, key, token, done, self._done_ttl_ms)
         return int(result) in (1, 2)
 
     async def release(self, namespace: str, key: str, token: str) -> None:
@@ -110,7 +75,4 @@ class IdempotencyStore:
         return int(await self._run(self._extend, namespace, key, token, self._lease_ms)) == 1
 
     async def _run(self, script: Any, namespace: str, key: str, *args: Any) -> Any:
-        try:
-            return await script(keys=[self.redis_key(namespace, key)], args=list(args))
-        except (RedisError, OSError) as exc:
-            raise DependencyUnavailable("redis", f"{type(exc).__name__}: {exc}") from exc
+        return await _records.run_script(script, self.redis_key(namespace, key), *args)

@@ -24,25 +24,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from s2s_daemon.errors import DependencyUnavailable
+from s2s_daemon.idempotency import _records
 
 __all__ = ["Existing", "Recorded", "SubmissionLedger"]
-
-_TAKE = """
-local v = redis.call('GET', KEYS[1])
-if v then return v end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return false
-"""
-
-_IF_EQUAL_PEXPIRE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-
-_IF_EQUAL_DEL = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class Recorded(StrEnum):
@@ -65,9 +49,9 @@ class SubmissionLedger:
         self._prefix = prefix
         self._lease_ms = lease_ms
         self._ttl_ms = ttl_ms
-        self._take = redis.register_script(_TAKE)
-        self._stretch = redis.register_script(_IF_EQUAL_PEXPIRE)
-        self._drop = redis.register_script(_IF_EQUAL_DEL)
+        self._take = redis.register_script(_records.TAKE)
+        self._stretch = redis.register_script(_records.IF_EQUAL_PEXPIRE)
+        self._drop = redis.register_script(_records.IF_EQUAL_DEL)
 
     def redis_key(self, downstream: str, key: str) -> str:
         return f"{self._prefix}@http:{downstream}:{key}"
@@ -78,17 +62,14 @@ class SubmissionLedger:
     async def take(self, downstream: str, key: str, fingerprint: str) -> Existing | None:
         """None when this call took the key; otherwise who has it, with the payload fingerprint recorded."""
         try:
-            # the consumer's record: 'f|<owner>|<fp>' in flight or 'd|<fp>' done (idempotency/store.py)
             consumer = await self._redis.get(self.consumer_key(downstream, key))
         except (RedisError, OSError) as exc:
             raise DependencyUnavailable("redis", f"{type(exc).__name__}: {exc}") from exc
         if consumer is not None:
-            kind, _, rest = _text(consumer).partition("|")
-            if kind == "d":
-                return Existing(Recorded.DONE, rest)
-            return Existing(Recorded.IN_FLIGHT, rest.rpartition("|")[2])
+            record = _records.parse_consumer_record(consumer)
+            return Existing(Recorded.DONE if record.done else Recorded.IN_FLIGHT, record.fingerprint)
         found = await self._run(self._take, downstream, key, fingerprint, self._lease_ms)
-        return None if found is None else Existing(Recorded.SUBMITTED, _text(found))
+        return None if found is None else Existing(Recorded.SUBMITTED, _records.text(found))
 
     async def confirm(self, downstream: str, key: str, fingerprint: str) -> None:
         """The command is in the broker: remember the key for the full TTL."""
@@ -103,14 +84,7 @@ class SubmissionLedger:
             found = await self._redis.get(self.redis_key(downstream, key))
         except (RedisError, OSError) as exc:
             raise DependencyUnavailable("redis", f"{type(exc).__name__}: {exc}") from exc
-        return None if found is None else _text(found)
+        return None if found is None else _records.text(found)
 
     async def _run(self, script: Any, downstream: str, key: str, *args: Any) -> Any:
-        try:
-            return await script(keys=[self.redis_key(downstream, key)], args=list(args))
-        except (RedisError, OSError) as exc:
-            raise DependencyUnavailable("redis", f"{type(exc).__name__}: {exc}") from exc
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+        return await _records.run_script(script, self.redis_key(downstream, key), *args)

@@ -4,17 +4,38 @@ confirms; ``broker.publish`` returns after the broker confirmed)."""
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
 from aiormq.exceptions import AMQPConnectionError, ChannelInvalidStateError
 from faststream.rabbit import RabbitBroker
 
+from s2s_daemon.clock import now_ms
 from s2s_daemon.errors import DeadLetterReason, DependencyUnavailable
 from s2s_daemon.messaging import contracts as c
 from s2s_daemon.messaging.topology import Topology
+
+
+class Publishable(Protocol):
+    """What the relay hands over: an outbox record (``outbox.OutboxRecord``; the outbox sits beside messaging,
+    and this keeps the two from importing each other)."""
+
+    @property
+    def correlation_id(self) -> str: ...
+    @property
+    def headers(self) -> dict[str, str]: ...
+    @property
+    def reply_to(self) -> str | None: ...
+    @property
+    def reply(self) -> dict[str, Any] | None: ...
+    @property
+    def event(self) -> dict[str, Any]: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def event_routing_key(self) -> str: ...
+
 
 _HEADER_DETAIL_MAX = 500
 # the connection (or its channel) is gone: the broker is unreachable, the message is not at fault
@@ -27,14 +48,13 @@ class AmqpPublisher:
         self._topology = topology
         self._app_id = app_id
 
-    async def publish_outbox_document(self, doc: dict[str, Any]) -> None:
+    async def publish_outbox_document(self, record: Publishable) -> None:
         """The reply (if the command asked for one) and the event; raises unless both are confirmed
         (``DependencyUnavailable`` when the broker connection is down)."""
-        headers = {c.H_CORRELATION_ID: doc["correlation_id"], **doc.get("headers", {})}
-        event = doc["event"]
-        publishes = [self._publish_event(doc, event, headers)]
-        if doc.get("reply_to") and doc.get("reply") is not None:
-            publishes.append(self._publish_reply(doc, event, headers))
+        headers = {c.H_CORRELATION_ID: record.correlation_id, **record.headers}
+        publishes = [self._publish_event(record, headers)]
+        if record.reply_to and record.reply is not None:
+            publishes.append(self._publish_reply(record, record.reply_to, record.reply, headers))
         # both confirms in flight at once; any failure fails the document (it is retried whole)
         results = await asyncio.gather(*publishes, return_exceptions=True)
         for result in results:
@@ -43,27 +63,29 @@ class AmqpPublisher:
             if isinstance(result, BaseException):
                 raise result
 
-    async def _publish_reply(self, doc: dict[str, Any], event: dict[str, Any], headers: dict[str, Any]) -> None:
+    async def _publish_reply(
+        self, record: Publishable, reply_to: str, reply: dict[str, Any], headers: dict[str, Any]
+    ) -> None:
         await self._broker.publish(
-            orjson.dumps(doc["reply"]),
+            orjson.dumps(reply),
             exchange="",
-            routing_key=doc["reply_to"],
-            correlation_id=doc["correlation_id"],
-            message_id=event["id"],
+            routing_key=reply_to,
+            correlation_id=record.correlation_id,
+            message_id=record.event_id,
             content_type="application/json",
             headers=headers,
             persist=True,
             mandatory=False,  # a vanished reply queue means the caller left; the event still goes out
         )
 
-    async def _publish_event(self, doc: dict[str, Any], event: dict[str, Any], headers: dict[str, Any]) -> None:
+    async def _publish_event(self, record: Publishable, headers: dict[str, Any]) -> None:
         await self._broker.publish(
-            orjson.dumps(event),
+            orjson.dumps(record.event),
             exchange=self._topology.events_exchange_name,
-            routing_key=doc["event_routing_key"],
-            correlation_id=doc["correlation_id"],
-            message_id=event["id"],
-            message_type=event["type"],
+            routing_key=record.event_routing_key,
+            correlation_id=record.correlation_id,
+            message_id=record.event_id,
+            message_type=record.event["type"],
             content_type="application/cloudevents+json",
             headers=headers,
             persist=True,
@@ -78,9 +100,9 @@ class AmqpPublisher:
         headers: dict[str, str],
         message_id: str | None = None,
     ) -> None:
-        """A reply that is not backed by an outbox document (re-sent duplicates, invalid commands).
+        """A reply that is not backed by an outbox record (re-sent duplicates, invalid commands).
 
-        A re-sent stored reply passes the outbox document's event id, the message_id of the original reply.
+        A re-sent stored reply passes the outbox record's event id, the message_id of the original reply.
         """
         await self._broker.publish(
             orjson.dumps(body),
@@ -104,7 +126,7 @@ class AmqpPublisher:
                 c.H_REASON: reason.value,
                 c.H_DETAIL: detail[:_HEADER_DETAIL_MAX],
                 c.H_ROUTING_KEY: routing_key,
-                c.H_DEAD_AT: int(time.time() * 1000),
+                c.H_DEAD_AT: now_ms(),
                 c.H_SOURCE_QUEUE: _source_queue(raw),
             }
         )

@@ -43,7 +43,6 @@ import contextlib
 import fnmatch
 import hashlib
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
+from s2s_daemon.clock import now_ms
 from s2s_daemon.errors import DeadLetterQueueError, DependencyUnavailable
 from s2s_daemon.messaging import Topology, header_int, header_text
 from s2s_daemon.messaging import contracts as c
@@ -91,10 +91,6 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 ProgressFn = Callable[[int, int], None]  # (scanned, depth)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 # a dead letter, read ----------------------------------------------------------------------------------

@@ -17,7 +17,9 @@ from typing import Any
 
 import orjson
 
+from s2s_daemon.clock import now_ms
 from s2s_daemon.errors import DeadLetterQueueError
+from s2s_daemon.ops._argtypes import positive_int
 from s2s_daemon.settings import Settings, load_settings
 
 __all__ = ["add_dlq_parser", "cmd_dlq", "format_age", "format_table"]
@@ -46,7 +48,7 @@ def add_dlq_parser(
 
     ls = actions.add_parser("list", help="table of dead letters: id, reason, routing key, attempts, age, correlation")
     filters(ls)
-    ls.add_argument("--limit", type=_positive_int, default=100, help="show at most N (default 100)")
+    ls.add_argument("--limit", type=positive_int, default=100, help="show at most N (default 100)")
     ls.add_argument("--all", action="store_true", help="show every dead letter (ignores --limit)")
     ls.add_argument("--json", action="store_true", help="a JSON array instead of the table")
     config_arg(ls)
@@ -60,11 +62,11 @@ def add_dlq_parser(
         "replay", help="re-publish dead letters to the commands exchange (confirmed, then removed from the DLQ)"
     )
     filters(replay)
-    replay.add_argument("--limit", type=_positive_int, default=None, help="replay at most N")
+    replay.add_argument("--limit", type=positive_int, default=None, help="replay at most N")
     edit = replay.add_mutually_exclusive_group()
     edit.add_argument("--set-body", metavar="JSON", help="replace the body (needs --filter id=ID); new idempotency key")
     edit.add_argument("--body-file", type=Path, metavar="FILE", help="like --set-body, with the JSON read from FILE")
-    replay.add_argument("--batch", type=_positive_int, default=50, help="publishes in flight per confirm round")
+    replay.add_argument("--batch", type=positive_int, default=50, help="publishes in flight per confirm round")
     replay.add_argument("--json", action="store_true", help="print a JSON report")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")
     config_arg(replay)
@@ -103,7 +105,6 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 # commands -----------------------------------------------------------------------------------------
 async def _list(settings: Settings, args: argparse.Namespace, selection: Any) -> int:
-    from s2s_daemon.ops.dlq import now_ms
 
     async with _dlq(settings) as dlq:
         found, depth = await dlq.browse(selection, None if args.all else args.limit)
@@ -135,7 +136,7 @@ async def _list(settings: Settings, args: argparse.Namespace, selection: Any) ->
 
 
 async def _show(settings: Settings, args: argparse.Namespace) -> int:
-    from s2s_daemon.ops.dlq import Selection, now_ms
+    from s2s_daemon.ops.dlq import Selection
 
     async with _dlq(settings) as dlq:
         found, _ = await dlq.browse(Selection((("id", args.id),)))
@@ -302,13 +303,6 @@ def _as_text(detail: dict[str, Any]) -> str:
     text = orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() if detail["body_encoding"] == "json" else body
     lines += [f"  {line}" for line in str(text).splitlines()]
     return "\n".join(lines)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def _duration(text: str) -> float:

@@ -1,14 +1,15 @@
 """``s2s-daemon outbox status | retry-dead``: the operator's view of the outbox.
 
 Plain synchronous PyMongo against the collection the relay uses; standard MongoDB operations only
-(``aggregate`` with ``$group``, ``find_one`` with a sort, ``update_many``). A running daemon's relay picks
-up documents moved back to ``pending`` on its next poll.
+(``aggregate`` with ``$group``, ``find_one`` with a sort, ``update_many``); what it reads comes back as
+``OutboxRecord``. Not Beanie: it is async only, and it binds the model class to one database for the
+whole process, where these functions take the collection they work on (the tests hand each its own). A
+running daemon's relay picks up documents moved back to ``pending`` on its next poll.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +19,12 @@ from pymongo import MongoClient, WriteConcern
 from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
+from s2s_daemon.clock import now_ms
 from s2s_daemon.errors import DependencyUnavailable
 from s2s_daemon.observability.logging import redact_url
-from s2s_daemon.outbox.documents import OutboxDocument, OutboxStatus
+from s2s_daemon.ops._argtypes import positive_int
+from s2s_daemon.outbox.documents import OutboxDocument
+from s2s_daemon.outbox.record import OutboxRecord, OutboxStatus
 from s2s_daemon.settings import Settings, load_settings
 
 __all__ = ["OutboxStatusReport", "add_outbox_parser", "cmd_outbox", "outbox_status", "retry_dead"]
@@ -63,17 +67,18 @@ class OutboxStatusReport:
         return "\n".join(lines)
 
 
-def outbox_status(collection: Collection[dict[str, Any]], now_ms: int | None = None) -> OutboxStatusReport:
+def outbox_status(collection: Collection[dict[str, Any]], at_ms: int | None = None) -> OutboxStatusReport:
     """Counts by status in one round trip, and the age of the oldest unsent document."""
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    at_ms = now_ms() if at_ms is None else at_ms
     counts = {status.value: 0 for status in OutboxStatus}
     for row in collection.aggregate([{"$group": {"_id": "$status", "n": {"$sum": 1}}}]):
         counts[str(row["_id"])] = int(row["n"])
-    oldest = collection.find_one(
-        {"status": {"$in": list(_UNSENT)}}, {"key": 1, "created_at": 1}, sort=[("created_at", 1)]
-    )
-    age = None if oldest is None else round(max(0, now_ms - int(oldest["created_at"])) / 1000, 3)
-    return OutboxStatusReport(collection.database.name, counts, age, None if oldest is None else str(oldest["key"]))
+    found = collection.find_one({"status": {"$in": list(_UNSENT)}}, sort=[("created_at", 1)])
+    if found is None:
+        return OutboxStatusReport(collection.database.name, counts, None, None)
+    oldest = OutboxRecord.from_mongo(found)
+    age = round(max(0, at_ms - oldest.created_at) / 1000, 3)
+    return OutboxStatusReport(collection.database.name, counts, age, oldest.key)
 
 
 def retry_dead(collection: Collection[dict[str, Any]], limit: int | None = None) -> int:
@@ -115,7 +120,7 @@ def add_outbox_parser(
     status.add_argument("--json", action="store_true", help="print one JSON object")
     config_arg(status)
     retry = actions.add_parser("retry-dead", help="dead -> pending with attempts reset; prints how many")
-    retry.add_argument("--limit", type=_positive_int, default=None, help="move at most N, oldest first")
+    retry.add_argument("--limit", type=positive_int, default=None, help="move at most N, oldest first")
     config_arg(retry)
 
 
@@ -149,10 +154,3 @@ def _client(settings: Settings) -> MongoClient[dict[str, Any]]:
         client.close()
         raise DependencyUnavailable("mongodb", f"{redact_url(uri)}: {type(exc).__name__}: {exc}") from exc
     return client
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value

@@ -1,14 +1,8 @@
-"""The transactional outbox: the collection and its records, the durable writer, the relay that publishes."""
+"""The transactional outbox: the typed record, its Beanie collection, the durable writer, the relay that publishes."""
 
 from s2s_daemon.outbox.batching import MicroBatcher
-from s2s_daemon.outbox.documents import (
-    OutboxDocument,
-    OutboxStatus,
-    command_key,
-    count_in_status,
-    status_count_pipeline,
-    webhook_key,
-)
+from s2s_daemon.outbox.documents import OutboxDocument, count_in_status, status_count_pipeline
+from s2s_daemon.outbox.record import OutboxRecord, OutboxStatus, command_key, webhook_key, webhook_routing_key
 from s2s_daemon.outbox.relay import Relay
 from s2s_daemon.outbox.writer import Handoff, OutboxWriter, WriteResult
 
@@ -16,6 +10,7 @@ __all__ = [
     "Handoff",
     "MicroBatcher",
     "OutboxDocument",
+    "OutboxRecord",
     "OutboxStatus",
     "OutboxWriter",
     "Relay",
@@ -24,4 +19,5 @@ __all__ = [
     "count_in_status",
     "status_count_pipeline",
     "webhook_key",
+    "webhook_routing_key",
 ]

@@ -1,47 +1,36 @@
-"""The outbox collection: one document per command reply or webhook event, also the durable dedupe record.
+"""The outbox collection for Beanie: its name and indexes, over the fields of ``OutboxRecord``.
 
-Times are epoch milliseconds (integers): they compare the same on MongoDB and on nx-27017, which returns
-``$set`` datetimes from find_one_and_update as strings. Retention is a sweeper rather than a TTL index
-for the same reason (a TTL index needs BSON dates and nx-27017 does not expire documents).
+Retention is a sweeper rather than a TTL index: a TTL index needs BSON dates, and nx-27017 neither keeps
+datetimes as dates (``$set`` datetimes come back from find_one_and_update as strings) nor expires documents.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from beanie import Document
-from pydantic import Field
+from pydantic import ConfigDict, Field
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 
+from s2s_daemon.outbox.record import OutboxRecord, OutboxStatus
 
-class OutboxStatus(StrEnum):
-    PENDING = "pending"
-    PUBLISHING = "publishing"
-    SENT = "sent"
-    DEAD = "dead"
+__all__ = ["OutboxDocument", "count_in_status", "status_count_pipeline"]
 
 
-class OutboxDocument(Document):
-    id: str | None = Field(default=None, description="The key again: lookups by key use the primary index.")  # type: ignore[assignment]
-    key: str = Field(description="Unique: 'cmd:<downstream>:<idempotency key>' or 'wh:<service>:<delivery id>'.")
-    kind: Literal["command", "webhook"]
-    fingerprint: str
-    status: OutboxStatus = OutboxStatus.PENDING
-    correlation_id: str
-    reply_to: str | None = None
-    reply: dict[str, Any] | None = None
-    event_routing_key: str
-    event: dict[str, Any]
-    headers: dict[str, str] = Field(default_factory=dict)
-    attempts: int = 0
-    lease_owner: str | None = None
-    lease_until: int = 0
-    next_attempt_at: int = 0
-    created_at: int
-    sent_at: int | None = None
-    last_error: str | None = None
+class OutboxDocument(OutboxRecord, Document):
+    """The collection, declared from the record's fields. The daemon's reads and writes go through PyMongo
+    with ``OutboxRecord.to_mongo``/``from_mongo`` (see OutboxWriter for the measured cost of Beanie's insert);
+    Beanie creates the indexes and may be used for anything off the per-command path."""
+
+    # Beanie sets ``id`` after an insert; the record is frozen. (The ignore: mypy takes Beanie's
+    # ``model_config`` for an instance variable.)
+    model_config = ConfigDict(frozen=False)  # type: ignore[misc]
+
+    # Beanie checks the inserted id against this type (``Any`` fails its isinstance check).
+    id: str | None = Field(  # type: ignore[assignment]
+        default=None, alias="_id", description="The key again: lookups by key use the primary index."
+    )
 
     class Settings:
         name = "outbox"
@@ -54,14 +43,6 @@ class OutboxDocument(Document):
             IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="status_next_attempt"),
             IndexModel([("status", ASCENDING), ("sent_at", ASCENDING)], name="status_sent_at"),
         ]
-
-
-def command_key(downstream: str, key: str) -> str:
-    return f"cmd:{downstream}:{key}"
-
-
-def webhook_key(service: str, delivery_id: str) -> str:
-    return f"wh:{service}:{delivery_id}"
 
 
 def status_count_pipeline(status: OutboxStatus | str) -> list[dict[str, Any]]:

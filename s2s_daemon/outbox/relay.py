@@ -22,19 +22,22 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pydantic import ValidationError
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
+from s2s_daemon.clock import now_ms
 from s2s_daemon.errors import DependencyUnavailable
 from s2s_daemon.observability.logging import get_logger
 from s2s_daemon.observability.metrics import Metrics
-from s2s_daemon.outbox.documents import OutboxStatus, count_in_status
+from s2s_daemon.outbox.documents import count_in_status
+from s2s_daemon.outbox.record import OutboxRecord, OutboxStatus
 from s2s_daemon.resilience.backoff import Backoff
 from s2s_daemon.settings import OutboxSettings
 
 log = get_logger("s2s.outbox")
 
-PublishFn = Callable[[dict[str, Any]], Awaitable[None]]
+PublishFn = Callable[[OutboxRecord], Awaitable[None]]
 
 _SWEEP_EVERY_S = 60.0
 _FAST_BATCHES_IN_FLIGHT = 4
@@ -45,10 +48,6 @@ _BACKLOG_EVERY_S = 15.0  # three count commands (see count_in_status)
 _BROKER_DOWN_RETRY_S = (0.5, 1.5)  # while the broker is unreachable: try again this soon, no attempt charged
 # a document that failed to publish n times waits up to 0.4 * 2^(n-1) s (full jitter), 60 s at most
 _PUBLISH_BACKOFF = Backoff.exponential(initial=0.4, multiplier=2.0, max_delay=60.0)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Relay:
@@ -73,7 +72,7 @@ class Relay:
         self._last_backlog = 0.0
         self._last_poll = 0.0
         self._fast_token = f"{owner}:fast"
-        self._inbox: list[dict[str, Any]] = []
+        self._inbox: list[OutboxRecord] = []
         self._inbox_limit = _INBOX_LIMIT_BATCHES * settings.batch_size
         self._room = asyncio.Event()  # set while the inbox is below its limit
         self._room.set()
@@ -84,20 +83,18 @@ class Relay:
     def notify(self) -> None:
         self._wake.set()
 
-    def stamp(self, document: dict[str, Any]) -> None:
-        """Mark a document about to be inserted as claimed by this relay (the fast path)."""
-        document["status"] = OutboxStatus.PUBLISHING.value
-        document["lease_owner"] = self._fast_token
-        document["lease_until"] = now_ms() + int(self._settings.lease_seconds * 1000)
+    def stamp(self, record: OutboxRecord) -> OutboxRecord:
+        """The record about to be inserted, claimed by this relay (the fast path)."""
+        return record.claimed(self._fast_token, now_ms() + int(self._settings.lease_seconds * 1000))
 
     async def room(self) -> None:
         """Wait until the inbox is below its limit (writers call this before stamping a document)."""
         while not self._room.is_set():
             await self._room.wait()
 
-    def submit(self, document: dict[str, Any]) -> None:
-        """A stamped document is durable: publish it from memory."""
-        self._inbox.append(document)
+    def submit(self, record: OutboxRecord) -> None:
+        """A stamped record is durable: publish it from memory."""
+        self._inbox.append(record)
         if len(self._inbox) >= self._inbox_limit:
             self._room.clear()
         self._wake.set()
@@ -181,34 +178,35 @@ class Relay:
             if self._inbox:
                 return
 
-    def _unexpired(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _unexpired(self, batch: list[OutboxRecord]) -> list[OutboxRecord]:
         """The documents whose fast-path lease (stamped before their insert) has a quarter of its length left.
         The others waited too long (a slow insert, a long inbox): a polling claim may already own them, and
         publishing them from memory as well would send them twice; they are left to the polling claim."""
         cutoff = now_ms() + int(self._settings.lease_seconds * 250)
-        fresh = [doc for doc in batch if doc["lease_until"] > cutoff]
+        fresh = [record for record in batch if record.lease_until > cutoff]
         if len(fresh) < len(batch):
             log.warning("outbox.fast_path_expired", documents=len(batch) - len(fresh))
         return fresh
 
     async def relay_once(self) -> int:
-        """Claim one batch and publish it; returns how many documents were claimed."""
+        """Claim one batch and publish it; returns how many records were claimed (not counting documents
+        marked dead because they are not records)."""
         batch, token = await self.claim()
         if batch:
             await self._publish_batch(batch, token)
         return len(batch)
 
-    async def _publish_batch(self, batch: list[dict[str, Any]], token: str) -> None:
+    async def _publish_batch(self, batch: list[OutboxRecord], token: str) -> None:
         self._metrics.relay_batch_size.observe(len(batch))
-        results = await asyncio.gather(*(self._publish(doc) for doc in batch), return_exceptions=True)
+        results = await asyncio.gather(*(self._publish(record) for record in batch), return_exceptions=True)
         sent_ids, failed, unreachable = [], [], []
-        for doc, result in zip(batch, results, strict=True):
+        for record, result in zip(batch, results, strict=True):
             if isinstance(result, DependencyUnavailable):
-                unreachable.append(doc["_id"])
+                unreachable.append(record.id)
             elif isinstance(result, BaseException):
-                failed.append((doc, result))
+                failed.append((record, result))
             else:
-                sent_ids.append(doc["_id"])
+                sent_ids.append(record.id)
         now = now_ms()
         if sent_ids:
             await self._collection.update_many(
@@ -216,15 +214,15 @@ class Relay:
                 {"$set": {"status": OutboxStatus.SENT.value, "sent_at": now, "lease_owner": None}},
             )
             self._metrics.outbox_published.inc(len(sent_ids))
-            for doc in batch:
-                if doc["_id"] in sent_ids:
-                    self._metrics.outbox_lag_seconds.observe(max(0, now - doc["created_at"]) / 1000)
+            for record in batch:
+                if record.id in sent_ids:
+                    self._metrics.outbox_lag_seconds.observe(max(0, now - record.created_at) / 1000)
         if unreachable:
             await self._broker_down(
                 unreachable, token, next(r for r in results if isinstance(r, DependencyUnavailable))
             )
-        for doc, exc in failed:
-            await self._failed(doc, token, exc)
+        for record, exc in failed:
+            await self._failed(record, token, exc)
 
     async def _broker_down(self, ids: list[Any], token: str, exc: DependencyUnavailable) -> None:
         """The broker is unreachable (connection lost, reconnecting): not the documents' fault. Charging an
@@ -247,7 +245,7 @@ class Relay:
         )
         log.warning("outbox.broker_unavailable", documents=len(ids), error=exc.detail[:200])
 
-    async def claim(self) -> tuple[list[dict[str, Any]], str]:
+    async def claim(self) -> tuple[list[OutboxRecord], str]:
         """Claim pending-and-due documents, then publishing ones whose lease expired (two plain queries:
         an ``$or`` takes a slow path on nx-27017 once many sent documents accumulate)."""
         now = now_ms()
@@ -273,23 +271,38 @@ class Relay:
                     log.warning("outbox.lease_expired", documents=result.modified_count)
         if not claimed:
             return [], token
-        batch = await self._collection.find({"_id": {"$in": claimed}, "lease_owner": token}).to_list()
-        batch.sort(key=lambda doc: doc.get("created_at", 0))
+        documents = await self._collection.find({"_id": {"$in": claimed}, "lease_owner": token}).to_list()
+        batch = [record for record in [await self._read(doc, token) for doc in documents] if record is not None]
+        batch.sort(key=lambda record: record.created_at)
         return batch, token
 
-    async def _failed(self, doc: dict[str, Any], token: str, exc: BaseException) -> None:
+    async def _read(self, document: dict[str, Any], token: str) -> OutboxRecord | None:
+        """The claimed document as a record; one that is not a record (written by hand, damaged) is marked
+        dead with the reason, instead of failing every round that claims it."""
+        try:
+            return OutboxRecord.from_mongo(document)
+        except ValidationError as exc:
+            error = f"not an outbox record: {exc}"[:500]
+            log.error("outbox.dead", key=document.get("key"), attempts=document.get("attempts"), error=error)
+            await self._collection.update_one(
+                {"_id": document["_id"], "lease_owner": token},
+                {"$set": {"status": OutboxStatus.DEAD.value, "last_error": error, "lease_owner": None}},
+            )
+            return None
+
+    async def _failed(self, record: OutboxRecord, token: str, exc: BaseException) -> None:
         self._metrics.outbox_publish_failures.inc()
-        attempts = int(doc.get("attempts", 0)) + 1
+        attempts = record.attempts + 1
         error = f"{type(exc).__name__}: {exc}"[:500]
         if attempts >= self._settings.max_publish_attempts:
             status, next_at = OutboxStatus.DEAD.value, 0
-            log.error("outbox.dead", key=doc["key"], attempts=attempts, error=error)
+            log.error("outbox.dead", key=record.key, attempts=attempts, error=error)
         else:
             backoff = _PUBLISH_BACKOFF.wait(attempts)
             status, next_at = OutboxStatus.PENDING.value, now_ms() + int(backoff * 1000)
-            log.warning("outbox.publish_failed", key=doc["key"], attempts=attempts, error=error)
+            log.warning("outbox.publish_failed", key=record.key, attempts=attempts, error=error)
         await self._collection.update_one(
-            {"_id": doc["_id"], "lease_owner": token},
+            {"_id": record.id, "lease_owner": token},
             {
                 "$set": {
                     "status": status,

@@ -7,11 +7,12 @@ The client never raises for downstream trouble: it returns an outcome. An outcom
 
 from __future__ import annotations
 
+from s2s_daemon.clock import now_ms
 from s2s_daemon.errors import Redeliver, RedeliverCause
 from s2s_daemon.idempotency import IdempotencyStore
 from s2s_daemon.observability import TraceContext
 from s2s_daemon.pipeline.dedupe import release_quietly
-from s2s_daemon.pipeline.job import Job, now_ms
+from s2s_daemon.pipeline.job import Job
 from s2s_daemon.resilience import CallRefused, DownstreamClient
 
 __all__ = ["Call"]

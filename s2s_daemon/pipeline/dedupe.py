@@ -8,12 +8,11 @@ payload); one in flight elsewhere with ``Redeliver`` (come back later, never a p
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from s2s_daemon.errors import DependencyUnavailable, Duplicate, KeyConflict, Redeliver, RedeliverCause, S2SError
 from s2s_daemon.idempotency import Claim, ClaimState, IdempotencyStore
 from s2s_daemon.observability import Metrics
-from s2s_daemon.outbox import OutboxWriter, command_key
+from s2s_daemon.outbox import OutboxRecord, OutboxWriter, command_key
 from s2s_daemon.pipeline.job import Command, Job, log
 
 __all__ = [
@@ -32,11 +31,14 @@ DELAY_IN_FLIGHT_S = 2.0
 DELAY_DEPENDENCY_S = 5.0
 
 
-def answered(cmd: Command, stored_fingerprint: str | None, state: str, document: dict[str, Any] | None) -> S2SError:
-    """The exception that ends a delivery whose key was answered before: a conflict when the payload differs."""
-    if stored_fingerprint is not None and stored_fingerprint != cmd.fingerprint:
+def answered(job: Job, stored_fingerprint: str | None, state: str, record: OutboxRecord | None) -> S2SError:
+    """The exception that ends a delivery whose key was answered before: a conflict when the payload differs.
+
+    ``record``, the stored outbox record when the step has it at hand, is kept on the job for the answer."""
+    if stored_fingerprint is not None and stored_fingerprint != job.cmd.fingerprint:
         return KeyConflict()
-    return Duplicate(state, document)
+    job.stored = record
+    return Duplicate(state)
 
 
 class LocalDedupe:
@@ -98,7 +100,7 @@ class ClaimKey:
             job.claim = claim
             return
         if claim.state is ClaimState.DONE:
-            raise answered(cmd, claim.fingerprint, "done", None)
+            raise answered(job, claim.fingerprint, "done", None)
         # in flight elsewhere: never a parallel call
         if not claim.same_payload(cmd.fingerprint):
             raise KeyConflict()
@@ -123,8 +125,8 @@ class Backstop:
             await release_quietly(self._store, cmd, claim)
             raise Redeliver(RedeliverCause.MONGODB_UNAVAILABLE, exc.detail, DELAY_DEPENDENCY_S) from exc
         if existing is not None:
-            await complete_quietly(self._store, cmd, claim, existing["fingerprint"])
-            raise answered(cmd, existing["fingerprint"], "backstop", existing)
+            await complete_quietly(self._store, cmd, claim, existing.fingerprint)
+            raise answered(job, existing.fingerprint, "backstop", existing)
 
 
 async def complete_quietly(store: IdempotencyStore, cmd: Command, claim: Claim, fp: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from faststream.rabbit.message import RabbitMessage
 
+from s2s_daemon.clock import now_ms
 from s2s_daemon.errors import (
     CommandRejected,
     DeadLetterReason,
@@ -24,7 +25,7 @@ from s2s_daemon.messaging import AmqpPublisher, RetryState, Topology
 from s2s_daemon.observability import Metrics
 from s2s_daemon.outbox import OutboxWriter, command_key
 from s2s_daemon.pipeline.dedupe import DELAY_DEPENDENCY_S
-from s2s_daemon.pipeline.job import Job, log, now_ms
+from s2s_daemon.pipeline.job import Job, log
 from s2s_daemon.pipeline.parse import delivery_correlation_id, idempotency_key
 from s2s_daemon.pipeline.record import reply_for
 from s2s_daemon.resilience import Backoff, CallOutcome
@@ -58,19 +59,19 @@ class Exits:
         cmd = job.cmd
         self._metrics.dedupe_hits.labels(cmd.downstream, exc.state).inc()
         if cmd.reply_to:
-            document = exc.document
-            if document is None:
+            record = job.stored
+            if record is None:
                 try:
-                    document = await self._outbox.find(command_key(cmd.downstream, cmd.key))
+                    record = await self._outbox.find(command_key(cmd.downstream, cmd.key))
                 except DependencyUnavailable as error:
                     raise Redeliver(RedeliverCause.MONGODB_UNAVAILABLE, error.detail, DELAY_DEPENDENCY_S) from error
-            if document is not None and document.get("reply") is not None:
+            if record is not None and record.reply is not None:
                 await self._publisher.reply_direct(
                     cmd.reply_to,
                     cmd.correlation_id,
-                    document["reply"],
+                    record.reply,
                     cmd.trace_headers(),
-                    message_id=document["event"]["id"],  # the original reply's message_id: duplicates are droppable
+                    message_id=record.event_id,  # the original reply's message_id: duplicates are droppable
                 )
         await job.msg.ack()
         log.info("command.duplicate", state=exc.state, resent=bool(cmd.reply_to))

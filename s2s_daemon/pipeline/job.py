@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -15,18 +14,14 @@ from s2s_daemon.idempotency import Claim
 from s2s_daemon.messaging import RetryState
 from s2s_daemon.messaging import contracts as c
 from s2s_daemon.observability import TraceContext, get_logger
-from s2s_daemon.outbox import WriteResult
+from s2s_daemon.outbox import OutboxRecord, WriteResult
 from s2s_daemon.resilience import CallOutcome
 from s2s_daemon.settings import RouteSettings
 
-__all__ = ["Command", "Job", "Route", "Step", "log", "now_ms"]
+__all__ = ["Command", "Job", "Route", "Step", "log"]
 
 # The pipeline's lines keep the logger name they always had: dashboards and alerts select on it.
 log = get_logger("s2s.consumer")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +76,7 @@ class Job:
         "route",
         "routing_key",
         "status",
+        "stored",
     )
 
     def __init__(self, msg: RabbitMessage, routing_key: str) -> None:
@@ -95,6 +91,7 @@ class Job:
         self.outcome: CallOutcome | None = None  # call
         self.reply: c.Reply | None = None  # record
         self.result: WriteResult | None = None  # record
+        self.stored: OutboxRecord | None = None  # dedupe or record: the record that answered the key before
         self.status = "error"  # complete: the outcome label of this delivery
 
     # Accessors for the steps after the one that sets each value (a step out of order fails loudly).

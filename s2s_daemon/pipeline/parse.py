@@ -9,12 +9,13 @@ import structlog
 from faststream.rabbit.message import RabbitMessage
 from jsonschema import Draft202012Validator
 
+from s2s_daemon.clock import now_ms
 from s2s_daemon.errors import CommandRejected, DeadLetterReason
 from s2s_daemon.idempotency import fingerprint
 from s2s_daemon.messaging import RetryState, header_text, message_correlation, read_deadline
 from s2s_daemon.messaging import contracts as c
 from s2s_daemon.observability import clean_id, new_correlation_id
-from s2s_daemon.pipeline.job import Command, Job, Route, now_ms
+from s2s_daemon.pipeline.job import Command, Job, Route
 from s2s_daemon.settings import Settings
 
 __all__ = ["Parse", "delivery_correlation_id", "idempotency_key"]

@@ -6,22 +6,18 @@ relay's to publish, and the outbox record answers every duplicate.
 
 from __future__ import annotations
 
-import uuid
-from typing import Any
-
+from s2s_daemon.clock import now_ms
 from s2s_daemon.errors import CommandRejected, DeadLetterReason, DependencyUnavailable, Redeliver, RedeliverCause
 from s2s_daemon.idempotency import IdempotencyStore
 from s2s_daemon.messaging import AmqpPublisher
 from s2s_daemon.messaging import contracts as c
-from s2s_daemon.observability import Metrics, TraceContext
-from s2s_daemon.outbox import OutboxStatus, OutboxWriter, command_key
+from s2s_daemon.observability import Metrics
+from s2s_daemon.outbox import OutboxRecord, OutboxWriter
 from s2s_daemon.pipeline.dedupe import DELAY_DEPENDENCY_S, answered, complete_quietly
-from s2s_daemon.pipeline.job import Command, Job, log, now_ms
+from s2s_daemon.pipeline.job import Command, Job, log
 from s2s_daemon.resilience import CallOutcome
 
 __all__ = ["Ack", "Complete", "Record", "reply_for"]
-
-_EVENT_NS = uuid.UUID("6f1c1d2e-8a53-4c1e-9d0f-5e2b7a4c9e10")
 
 
 def reply_for(cmd: Command, outcome: CallOutcome) -> c.Reply:
@@ -78,9 +74,9 @@ class Record:
         assert outcome is not None, "call runs before record"
         assert job.call_trace is not None
         reply = reply_for(cmd, outcome)
-        document = self._document(cmd, reply, job.call_trace)
+        record = OutboxRecord.for_command(cmd, reply, job.call_trace, self._service_name)
         try:
-            result = await self._outbox.write(document)
+            result = await self._outbox.write(record)
         except DependencyUnavailable as exc:
             # The call may have had an effect: keep the lease (no parallel call), come back later; the
             # downstream sees the same Idempotency-Key if the lease expires before we return.
@@ -89,8 +85,8 @@ class Record:
             # Another worker recorded the key first (our lease ran out during the call): our call carried the
             # same Idempotency-Key; this delivery is answered like any duplicate, from the stored document.
             log.warning("command.recorded_elsewhere", attempts=outcome.attempts)
-            await complete_quietly(self._store, cmd, claim, result.document["fingerprint"])
-            raise answered(cmd, result.document["fingerprint"], "backstop", result.document)
+            await complete_quietly(self._store, cmd, claim, result.record.fingerprint)
+            raise answered(job, result.record.fingerprint, "backstop", result.record)
         if outcome.retryable and not outcome.ok and result.created:
             # Retries ran out: the producer has its failed reply; the original goes to the DLQ for repair.
             exhausted = CommandRejected(
@@ -99,37 +95,6 @@ class Record:
             await self._publisher.dead_letter(job.msg.raw_message, exhausted.reason, exhausted.detail, cmd.routing_key)
             self._metrics.dead_lettered.labels(exhausted.reason.value).inc()
         job.reply, job.result = reply, result
-
-    def _document(self, cmd: Command, reply: c.Reply, trace: TraceContext) -> dict[str, Any]:
-        key = command_key(cmd.downstream, cmd.key)
-        data = reply.model_dump(mode="json")
-        event_type = c.event_routing_key(cmd.routing_key, reply.status)
-        return {
-            "key": key,
-            "kind": "command",
-            "fingerprint": cmd.fingerprint,
-            "status": OutboxStatus.PENDING.value,
-            "correlation_id": cmd.correlation_id,
-            "reply_to": cmd.reply_to,
-            "reply": data,
-            "event_routing_key": event_type,
-            "event": c.cloud_event(
-                event_id=str(uuid.uuid5(_EVENT_NS, key)),
-                source=f"/{self._service_name}/{cmd.downstream}",
-                type_=event_type,
-                subject=cmd.key,
-                time_ms=reply.completed_at,
-                data=data,
-            ),
-            "headers": {c.H_TRACEPARENT: trace.header},
-            "attempts": 0,
-            "lease_owner": None,
-            "lease_until": 0,
-            "next_attempt_at": 0,
-            "created_at": now_ms(),
-            "sent_at": None,
-            "last_error": None,
-        }
 
 
 class Ack:
@@ -154,7 +119,7 @@ class Complete:
         assert outcome is not None, "call runs before complete"
         assert reply is not None, "record runs before complete"
         assert result is not None
-        await complete_quietly(self._store, job.cmd, job.lease, result.document["fingerprint"])
+        await complete_quietly(self._store, job.cmd, job.lease, result.record.fingerprint)
         log.info(
             "command.completed",
             status=reply.status,

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from s2s_daemon.clock import now_ms
 from s2s_daemon.observability.logging import get_logger
 from s2s_daemon.resilience.breaker import BreakerState, CircuitBreaker
 
@@ -80,10 +80,10 @@ class SharedBreakerState:
             self._breaker.force_open()
 
     async def _report(self, is_open: bool) -> int:
-        now_ms = int(time.time() * 1000)
+        now = now_ms()
         ttl_ms = int(self._breaker.settings.wait_in_open * 1000) + int(self._poll_interval * 2000)
         count = await self._script(
-            keys=[self._key], args=[now_ms, now_ms + ttl_ms, "1" if is_open else "0", self._owner, ttl_ms * 2]
+            keys=[self._key], args=[now, now + ttl_ms, "1" if is_open else "0", self._owner, ttl_ms * 2]
         )
         return int(count)
 

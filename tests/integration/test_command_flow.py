@@ -106,8 +106,8 @@ async def test_outbox_document_marked_sent_after_publish(daemon: Daemon) -> None
     key = f"cmd:service-a:{command.message_id}"
 
     async def is_sent() -> bool:
-        doc = await daemon.outbox.find(key)  # type: ignore[union-attr]
-        return doc is not None and doc["status"] == "sent" and doc["sent_at"] >= doc["created_at"]
+        record = await daemon.outbox.find(key)  # type: ignore[union-attr]
+        return record is not None and record.status == "sent" and (record.sent_at or 0) >= record.created_at
 
     await wait_for(is_sent)
 

@@ -73,7 +73,8 @@ async def test_conflict_after_completion_makes_no_call_and_no_event(daemon: Daem
         assert daemon.outbox is not None
         stored = await daemon.outbox.find(f"cmd:service-a:{key}")
         assert stored is not None
-        assert stored["reply"]["result"]["body"]["name"] == "original", "the stored reply is untouched"
+        assert stored.reply is not None
+        assert stored.reply["result"]["body"]["name"] == "original", "the stored reply is untouched"
 
 
 async def test_conflict_while_in_flight_elsewhere_is_answered_at_once(daemon: Daemon, demo: DemoServices) -> None:

@@ -11,6 +11,7 @@ from faststream.rabbit.message import RabbitMessage
 
 from s2s_daemon.app import Daemon
 from s2s_daemon.local import EmbeddedMongo
+from s2s_daemon.outbox.record import OutboxRecord
 from tests.conftest import DemoServices
 from tests.support import Outgoing, pika_send, wait_for
 
@@ -25,9 +26,9 @@ async def test_ack_happens_after_outbox_write(
     assert daemon.outbox is not None
     real_write = daemon.outbox.write
 
-    async def recording_write(document: dict) -> object:  # type: ignore[type-arg]
+    async def recording_write(record: OutboxRecord) -> object:
         order.append("write-start")
-        result = await real_write(document)
+        result = await real_write(record)
         order.append("write-returned")
         return result
 

@@ -176,7 +176,8 @@ async def test_count_in_status_counts_each_status_on_the_mongo_wire_server(
     """The backlog gauge's and /health's count (the ``count`` command) agrees with a plain scan, per status."""
     from pymongo import AsyncMongoClient
 
-    from s2s_daemon.outbox.documents import OutboxStatus, count_in_status
+    from s2s_daemon.outbox.documents import count_in_status
+    from s2s_daemon.outbox.record import OutboxStatus
 
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server.uri)
     try:

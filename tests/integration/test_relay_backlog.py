@@ -5,7 +5,6 @@ document whose fast-path lease has (nearly) run out is left to the polling claim
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections import Counter
 from typing import Any
@@ -13,11 +12,13 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+from s2s_daemon.clock import now_ms
 from s2s_daemon.observability.metrics import Metrics
+from s2s_daemon.outbox.record import OutboxRecord
 from s2s_daemon.outbox.relay import Relay
 from s2s_daemon.outbox.writer import OutboxWriter
 from s2s_daemon.settings import OutboxSettings
-from tests.outboxdocs import outbox_document
+from tests.outboxdocs import outbox_record
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -30,9 +31,9 @@ class GatedBroker:
         self.open = asyncio.Event()
         self.published: Counter[str] = Counter()
 
-    async def publish(self, doc: dict[str, Any]) -> None:
+    async def publish(self, record: OutboxRecord) -> None:
         await self.open.wait()
-        self.published[doc["key"]] += 1
+        self.published[record.key] += 1
 
 
 @pytest.fixture
@@ -42,12 +43,6 @@ async def collection(mongo_server: Any) -> Any:
     yield client[name]["outbox"]
     await client.drop_database(name)
     await client.close()
-
-
-def _fresh(key: str) -> dict[str, Any]:
-    doc = outbox_document(key)
-    del doc["_id"]  # the writer makes the key the _id
-    return doc
 
 
 @pytest.mark.timeout(60)
@@ -64,8 +59,8 @@ async def test_writers_wait_while_the_inbox_is_full_and_nothing_goes_out_twice(c
 
     async def consumer(n: int) -> None:
         for i in range(25):
-            result = await writer.write(_fresh(f"w{n}-{i:02d}"))
-            written.append(result.document["key"])
+            result = await writer.write(outbox_record(f"w{n}-{i:02d}"))
+            written.append(result.record.key)
 
     relay.start()
     try:
@@ -94,19 +89,17 @@ async def test_a_document_past_its_fast_lease_is_left_to_the_polling_claim(colle
     settings = OutboxSettings(batch_size=10, poll_interval=0.05, lease_seconds=3.0)
     metrics = Metrics()
     relay = Relay(collection, broker.publish, settings, metrics, owner="test")
-    doc = _fresh("late")
-    doc["_id"] = doc["key"]
-    relay.stamp(doc)
-    doc["lease_until"] = int(time.time() * 1000) - 1
-    await collection.insert_one(doc)
-    relay.submit(doc)
+    record = relay.stamp(outbox_record("late"))
+    record = record.model_copy(update={"lease_until": now_ms() - 1})
+    await collection.insert_one(record.to_mongo())
+    relay.submit(record)
     relay.start()
     try:
         await wait_for(lambda: _all_sent(collection), timeout=10)
         await asyncio.sleep(0.3)  # room for a second publish to show up
     finally:
         await relay.stop()
-    assert broker.published == Counter({doc["key"]: 1})
+    assert broker.published == Counter({record.key: 1})
     assert metrics.outbox_lease_expired._value.get() == 1
 
 

@@ -12,6 +12,7 @@ from pymongo import AsyncMongoClient
 
 from s2s_daemon.errors import DependencyUnavailable
 from s2s_daemon.observability.metrics import Metrics
+from s2s_daemon.outbox.record import OutboxRecord
 from s2s_daemon.outbox.relay import Relay
 from s2s_daemon.settings import OutboxSettings
 from tests.outboxdocs import outbox_document
@@ -26,10 +27,10 @@ class FlakyBroker:
         self.error: Exception = DependencyUnavailable("rabbitmq", "ChannelInvalidStateError: closed")
         self.published: list[str] = []
 
-    async def publish(self, doc: dict[str, Any]) -> None:
+    async def publish(self, record: OutboxRecord) -> None:
         if self.down:
             raise self.error
-        self.published.append(doc["key"])
+        self.published.append(record.key)
 
 
 @pytest.fixture
@@ -79,3 +80,21 @@ async def test_other_publish_errors_still_count_attempts(collection: Any) -> Non
         await wait_for(dead, timeout=10.0)
     finally:
         await relay.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_a_document_that_is_not_a_record_goes_dead_and_the_rest_go_out(collection: Any) -> None:
+    """A claimed document that does not read as an outbox record (written by hand, damaged) is marked dead
+    with the reason instead of failing every round; the records claimed with it are published."""
+    junk = {"_id": "junk", "key": "junk", "status": "pending", "next_attempt_at": 0}
+    await collection.insert_many([outbox_document("good"), junk])
+    broker = FlakyBroker()
+    broker.down = False
+    relay = Relay(collection, broker.publish, OutboxSettings(), Metrics(), owner="test")
+    assert await relay.relay_once() == 1
+    stored = await collection.find_one({"_id": "junk"})
+    assert stored["status"] == "dead"
+    assert stored["last_error"].startswith("not an outbox record")
+    assert stored["lease_owner"] is None
+    assert broker.published == ["cmd:service-a:good"]
+    assert (await collection.find_one({"_id": "cmd:service-a:good"}))["status"] == "sent"

@@ -15,12 +15,27 @@ from s2s_daemon.idempotency import Claim, ClaimState
 from s2s_daemon.messaging import Topology
 from s2s_daemon.messaging import contracts as c
 from s2s_daemon.observability import Metrics
-from s2s_daemon.outbox import WriteResult
+from s2s_daemon.outbox import OutboxRecord, WriteResult
 from s2s_daemon.pipeline import CommandPipeline
 from s2s_daemon.resilience import CallOutcome, CallRefused
 from s2s_daemon.settings import Settings, load_settings
 
 TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def _stored(event_id: str, fingerprint: str = "0" * 32, status: str = "succeeded") -> OutboxRecord:
+    """An outbox record as another delivery left it (only what the answer reads matters here)."""
+    return OutboxRecord(
+        _id="cmd:svc:k1",
+        key="cmd:svc:k1",
+        kind="command",
+        fingerprint=fingerprint,
+        correlation_id="c",
+        reply={"status": status},
+        event_routing_key=f"svc.do.{status}",
+        event={"id": event_id},
+        created_at=1,
+    )
 
 
 @dataclass
@@ -54,7 +69,7 @@ class World:
         self.events: list[Any] = []
         self.claim = Claim(ClaimState.CLAIMED, None, "tok")
         self.redis_down = False
-        self.stored: dict[str, Any] | None = None
+        self.stored: OutboxRecord | None = None
         self.mongo_down = False
         self.write_created = True
         self.outcome = CallOutcome(201, {"id": 7}, None, "ok", 1)
@@ -75,20 +90,20 @@ class World:
         self.events.append(("release", key))
 
     # outbox
-    async def find(self, key: str) -> dict[str, Any] | None:
+    async def find(self, key: str) -> OutboxRecord | None:
         self.events.append(("find", key))
         if self.mongo_down:
             raise DependencyUnavailable("mongodb", "down")
         return self.stored
 
-    async def write(self, document: dict[str, Any]) -> WriteResult:
-        self.events.append(("write", document["key"]))
+    async def write(self, record: OutboxRecord) -> WriteResult:
+        self.events.append(("write", record.key))
         if self.mongo_down:
             raise DependencyUnavailable("mongodb", "down")
         if not self.write_created:
             assert self.stored is not None
             return WriteResult(False, self.stored)
-        return WriteResult(True, document)
+        return WriteResult(True, record)
 
     # downstream client
     async def call(self, route: Any, body: Any, headers: dict[str, str], deadline_ms: int | None, **kw: Any) -> Any:
@@ -102,7 +117,7 @@ class World:
     async def reply_direct(
         self, reply_to: str, correlation_id: str, body: dict[str, Any], headers: dict[str, str], message_id: Any = None
     ) -> None:
-        self.events.append(("reply", correlation_id, body, headers))
+        self.events.append(("reply", correlation_id, body, headers, message_id))
 
     async def delay(self, raw: Raw, downstream: str, seconds: int, routing_key: str, attempt: int, extra: Any) -> str:
         self.events.append(("delay", seconds, dict(extra)))
@@ -209,7 +224,7 @@ async def test_without_a_correlation_id_the_one_on_the_message_is_used() -> None
     """A message that brings no usable id gets the one stored on the FastStream message (generated once)."""
     world = World()
     world.claim = Claim(ClaimState.DONE, None, None)
-    world.stored = {"reply": {"status": "succeeded"}, "event": {"id": "ev-1"}}
+    world.stored = _stored("ev-1")
     await _pipeline(world).handle(_msg(world, correlation_id=None))
     [reply] = [event for event in world.events if event[0] == "reply"]
     assert reply[1] == "generated-by-the-middleware"
@@ -259,9 +274,11 @@ async def test_a_key_done_before_is_answered_from_the_outbox() -> None:
     """Claim finds a done record: the stored reply is re-sent, the delivery acked, no call."""
     world, metrics = World(), Metrics()
     world.claim = Claim(ClaimState.DONE, None, None)
-    world.stored = {"reply": {"status": "succeeded"}, "event": {"id": "ev-1"}}
+    world.stored = _stored("ev-1")
     await _pipeline(world, metrics).handle(_msg(world))
     assert world.names() == ["claim", "find", "reply", "ack"]
+    assert world.events[2][2] == {"status": "succeeded"}
+    assert world.events[2][4] == "ev-1"  # the original reply's message_id: the copy is droppable
     assert _outcomes(metrics) == {"duplicate": 1.0}
 
 
@@ -300,9 +317,11 @@ async def test_the_backstop_answers_a_key_redis_forgot() -> None:
     world = World()
     pipeline = _pipeline(world)
     command, _ = cast("Any", pipeline.steps[0]).parse(_msg(world), "svc.do")
-    world.stored = {"fingerprint": command.fingerprint, "reply": {"status": "failed"}, "event": {"id": "ev-2"}}
+    world.stored = _stored("ev-2", command.fingerprint, "failed")
     await pipeline.handle(_msg(world))
     assert world.names() == ["claim", "find", "complete", "reply", "ack"]
+    assert world.events[3][2] == {"status": "failed"}
+    assert world.events[3][4] == "ev-2"
 
 
 async def test_an_open_breaker_frees_the_key_and_parks_the_command() -> None:
@@ -324,9 +343,9 @@ async def test_mongodb_down_at_the_write_keeps_the_lease() -> None:
     world = World()
     write = world.write
 
-    async def write_fails(document: dict[str, Any]) -> WriteResult:
+    async def write_fails(record: OutboxRecord) -> WriteResult:
         world.mongo_down = True
-        return await write(document)
+        return await write(record)
 
     world.write = write_fails  # type: ignore[method-assign]
     await _pipeline(world).handle(_msg(world))
@@ -338,10 +357,10 @@ async def test_a_key_recorded_elsewhere_meanwhile_is_a_duplicate() -> None:
     world, metrics = World(), Metrics()
     pipeline = _pipeline(world, metrics)
     command, _ = cast("Any", pipeline.steps[0]).parse(_msg(world), "svc.do")
-    stored = {"fingerprint": command.fingerprint, "reply": {"status": "succeeded"}, "event": {"id": "ev-3"}}
+    stored = _stored("ev-3", command.fingerprint)
     world.write_created = False
 
-    async def find_none_then_stored(key: str) -> dict[str, Any] | None:
+    async def find_none_then_stored(key: str) -> OutboxRecord | None:
         world.events.append(("find", key))
         return None
 
@@ -349,6 +368,7 @@ async def test_a_key_recorded_elsewhere_meanwhile_is_a_duplicate() -> None:
     world.stored = stored
     await pipeline.handle(_msg(world))
     assert world.names() == ["claim", "find", "call", "write", "complete", "reply", "ack"]
+    assert world.events[-2][4] == "ev-3"  # answered from the record the write found, without another lookup
     assert _outcomes(metrics) == {"duplicate": 1.0}
 
 
