@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, StringConstraints, TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue, models_json_schema
-from pydantic_core import core_schema
 
 from s2s_daemon.http.exposures import Exposure, declared_exposures
 from s2s_daemon.http.responses import (
@@ -63,7 +62,7 @@ class _ResponseBodySchema(GenerateJsonSchema):
     """Without defaults: they describe input, and a ``None`` default of a field that is absent rather than null
     would contradict its own schema."""
 
-    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+    def default_schema(self, schema: Any) -> JsonSchemaValue:  # pydantic_core's WithDefaultSchema, not our dependency
         return self.generate_inner(schema["schema"])
 
 

@@ -127,4 +127,4 @@ async def test_readme_tour_runs_as_written(daemon: Daemon, demo: DemoServices, r
     expected += ["send-invalid", "dlq-list", "dlq-show", "dlq-replay"]
     assert seen == expected
     # The corrected copy is a new command: service-a creates the fixed resource.
-    await wait_for(lambda: any(r["name"] == "fixed" for r in demo.a.resources.values()), timeout=30)
+    await wait_for(lambda: any(r["name"] == "fixed" for r in demo.a.store.resources.values()), timeout=30)

@@ -116,7 +116,7 @@ async def test_sigkill_at_injection_point_loses_nothing_and_applies_once(
 
     lost = sent - len(set(replies) & set(keys))
     duplicated_replies = sum(n - 1 for n in replies.values())
-    effects, distinct = demo.a.effects, len(demo.a.by_key)
+    effects, distinct = demo.a.effects, len(demo.a.store.by_key)
     print(
         f"\n[{point}] crashes={crashes} sent={sent} replied={len(replies)} lost={lost} "
         f"duplicated_replies={duplicated_replies} effects={effects} distinct_keys={distinct} "

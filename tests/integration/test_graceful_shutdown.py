@@ -112,7 +112,7 @@ async def test_sigterm_mid_run_drains_exits_0_and_loses_nothing(
         f"queued_at_exit={len(queued)} outbox_docs_at_exit={len(documented)} outbox_statuses_at_exit={dict(statuses)} "
         f"queued_and_documented={len(queued & documented)} acked_without_write={len(acked_without_write)} "
         f"replied={len(replies)} lost={lost} duplicate_replies={sum(replies.values()) - len(replies)} "
-        f"effects={demo.a.effects} distinct_keys={len(demo.a.by_key)} calls={demo.a.calls}"
+        f"effects={demo.a.effects} distinct_keys={len(demo.a.store.by_key)} calls={demo.a.calls}"
     )
     assert in_flight_at_sigterm > 0, "SIGTERM should land while calls are in flight"
     assert calls_in_first - calls_at_sigterm <= 100, "after SIGTERM only handlers already in flight call out"
@@ -123,7 +123,7 @@ async def test_sigterm_mid_run_drains_exits_0_and_loses_nothing(
     assert 0 < len(documented) < SENT
     assert lost == 0
     assert sum(replies.values()) == SENT, "no duplicate replies"
-    assert demo.a.effects == len(demo.a.by_key) == SENT, "one downstream effect per key"
+    assert demo.a.effects == len(demo.a.store.by_key) == SENT, "one downstream effect per key"
 
 
 async def test_each_consumer_holds_at_most_its_prefetch(daemon, demo: DemoServices) -> None:

@@ -11,8 +11,8 @@ import pytest
 from beanie import init_beanie
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from s2s_daemon.embedded import EmbeddedMongo
 
+from s2s_daemon.local import EmbeddedMongo
 from s2s_daemon.outbox.documents import OutboxDocument
 from s2s_daemon.outbox.record import OutboxRecord
 from tests.outboxdocs import outbox_record

@@ -71,7 +71,9 @@ async def test_retry_after_redelivers_later_without_holding_a_slot(
     make_settings, cleanup_namespace: None, demo: DemoServices
 ) -> None:
     """429 + Retry-After: 3 parks the command >= 3 s; meanwhile the only consumer slot serves other commands."""
-    settings = make_settings(amqp={"prefetch": 1, "delay_ladder": [1, 2, 5]})
+    # Rung 4, not 5: uvicorn (the demo) closes an idle keep-alive connection after 5 s, and a redelivery at
+    # exactly 5 s raced that close: aiohttp sent on the closing connection, an attempt that never reached service-a.
+    settings = make_settings(amqp={"prefetch": 1, "delay_ladder": [1, 2, 4]})
     demo.a.faults.error_status = 429
     demo.a.faults.retry_after = "3"
     demo.a.faults.fail_next = 1

@@ -21,6 +21,7 @@ import orjson
 import pika
 import pika.exceptions
 
+from s2s_daemon.messaging import header_text
 from s2s_daemon.messaging.contracts import H_ATTEMPT, H_REASON
 
 __all__ = [
@@ -317,23 +318,17 @@ class Observer(Worker):
 
     def _on_dead(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
         headers = props.headers or {}
-        cid = _text(headers.get(CHAOS_ID)) or props.correlation_id
+        cid = header_text(headers.get(CHAOS_ID)) or props.correlation_id
         deaths: dict[str, int] = {}
         for death in headers.get("x-death") or []:
-            reason = _text(death.get("reason")) or "?"
+            reason = header_text(death.get("reason")) or "?"
             deaths[reason] = deaths.get(reason, 0) + int(death.get("count", 1))
         attempt = headers.get(H_ATTEMPT, 1)
         dead = DeadLetter(
             time.monotonic(),
-            _text(headers.get(H_REASON)) or _text(headers.get("x-first-death-reason")),
+            header_text(headers.get(H_REASON)) or header_text(headers.get("x-first-death-reason")),
             deaths,
             int(attempt) if isinstance(attempt, int | str) and str(attempt).isdigit() else 1,
         )
         self.journal.dead_letter(cid, dead, bool(method.redelivered))
         channel.basic_ack(method.delivery_tag)
-
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    return value if isinstance(value, str) and value else None
