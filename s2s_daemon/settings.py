@@ -399,7 +399,7 @@ class HttpSettings(_Strict):
 
 
 class StaleCacheSettings(_Strict):
-    """The last good copy of sidecar reads (``GET /api/service-b/resource/{id}``), kept in Redis."""
+    """The last good copy of every read exposure's answers (``expose: {kind: read}``), kept in Redis."""
 
     key_prefix: str = Field(default="s2s:stale:", description="Redis key prefix of the stored copies.")
     ttl_seconds: PositiveInt = Field(default=3600, description="How long a copy may be served stale.")
