@@ -462,7 +462,9 @@ SCENARIOS: dict[str, Scenario] = {
                 "resets_s": 10.0,
                 "blackhole_s": 8.0,
             },
-            commands=500,
+            # 800 at 60/s: sending lasts past the blackhole's end (~11.7 s); with 500 it ended at 8.3 s, and when
+            # the latency backlog drained early the blackhole started after the last command and met no traffic
+            commands=800,
             rate=60,
             latency_s=3.0,
             resets_s=3.0,
