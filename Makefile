@@ -14,6 +14,7 @@ help:
 	@echo "make run    - set up and run the daemon with embedded Mongo-wire server and demo downstreams"
 	@echo "make test   - set up and run the whole suite against real RabbitMQ/Redis/nx-27017"
 	@echo "make chaos  - the eight fault scenarios at full size on private services (table + .chaos/*.json)"
+	@echo "make docs   - the reference site under docs/ (mkdocs build --strict into .site/)"
 	@echo "make lint | typecheck | fmt | bench | clean"
 
 # Extras: `local` is what `make run` needs (nx-27017, mirakuru); `dev` (tests, lint, bench, chaos) includes
@@ -92,4 +93,4 @@ chaos: $(STAMP)
 	$(BIN)/python -m tests.harness.chaos $(CHAOS_ARGS)
 
 clean:
-	rm -rf $(VENV) .data .bench .chaos .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov *.egg-info
+	rm -rf $(VENV) .data .bench .chaos .site .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov *.egg-info
