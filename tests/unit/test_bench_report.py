@@ -25,7 +25,7 @@ from tests.harness.bench.report import (
     targets_table,
 )
 from tests.harness.bench.spec import LoadSpec, StreamSpec
-from tests.harness.bench.summary import rss_growth, target_rows
+from tests.harness.bench.summary import cpu_table, reference_ratios, rss_growth, target_rows, versus_references
 
 INF = math.inf
 
@@ -170,17 +170,66 @@ def test_targets_table_has_one_row_per_target_even_without_results() -> None:
     assert len(table.splitlines()) == 2 + len(rows)
 
 
-def test_throughput_row_shows_the_ratio_to_the_reference() -> None:
-    """Our throughput is printed beside the reference's as a ratio."""
+def _tput(tput: float) -> dict[str, object]:
+    return {"throughput_per_s": tput, "failed": 0, "missing": 0}
 
-    def stream(tput: float) -> dict[str, object]:
-        return {"throughput_per_s": tput, "failed": 0, "missing": 0}
 
-    results = {"scenarios": {"max": {"streams": [stream(650.0)]}, "reference": {"streams": [stream(1300.0)]}}}
+def test_throughput_row_shows_the_ratio_to_both_references() -> None:
+    """Our throughput is printed beside each reference's, with our ratio to it."""
+    results = {
+        "scenarios": {
+            "max": {"streams": [_tput(650.0)]},
+            "reference": {"streams": [_tput(1300.0)]},
+            "handwritten": {"streams": [_tput(500.0)]},
+        }
+    }
     row: TargetRow = target_rows(results)[0]
     assert row.measured == "650/s"
-    assert "ours = 0.50x of it" in row.notes
+    assert "bare FastStream 1,300/s (ours 0.50x), hand-written pipeline 500/s (ours 1.30x)" in row.notes
     assert row.notes.startswith("MISSED")
+
+
+def test_ratio_text_names_a_reference_that_did_not_run() -> None:
+    """A reference left out with --scenarios is named as not run, the other keeps its ratio."""
+    results = {"scenarios": {"max": {"streams": [_tput(160.0)]}, "handwritten": {"streams": [_tput(160.0)]}}}
+    assert versus_references(results, 160.0) == "bare FastStream not run, hand-written pipeline 160/s (ours 1.00x)"
+    assert versus_references({}, None) == "bare FastStream not run, hand-written pipeline not run"
+
+
+def test_reference_ratios_for_the_json_results() -> None:
+    """The saved results carry our rate, each reference's and our ratio to it; None where one is missing."""
+    results = {"scenarios": {"max": {"streams": [_tput(174.0)]}, "reference": {"streams": [_tput(200.0)]}}}
+    assert reference_ratios(results) == {
+        "ours_per_s": 174.0,
+        "reference": {"per_s": 200.0, "ours_x": 0.87},
+        "handwritten": {"per_s": None, "ours_x": None},
+    }
+
+
+def test_cpu_table_has_a_column_and_a_row_for_the_handwritten_pipeline() -> None:
+    """The hand-written pipeline's scenario is a column and its process a row, after the FastStream reference."""
+
+    def scenario(**cpu: float) -> dict[str, object]:
+        return {
+            "streams": [],
+            "processes": {name: {"cpu_pct_of_core": pct} for name, pct in cpu.items()},
+        }
+
+    results = {
+        "scenarios": {
+            "reference": scenario(reference=90.0, handwritten=0.0),
+            "handwritten": scenario(handwritten=80.0),
+        }
+    }
+    lines = cpu_table(results).splitlines()
+    assert [cell.strip() for cell in lines[0].split("|")[1:4]] == [
+        "process (% of one core)",
+        "reference",
+        "handwritten",
+    ]
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:4]] for line in lines[2:]}
+    assert rows["handwritten"] == ["0%", "80%"]
+    assert list(rows).index("handwritten") == list(rows).index("reference") + 1
 
 
 def test_rss_growth_skips_the_warm_up() -> None:

@@ -1,4 +1,4 @@
-"""The replicas and webhook scenarios of `make bench`: their guarantees arithmetic, rows and signed deliveries."""
+"""The replicas, webhook and reference scenarios of `make bench`: guarantees arithmetic, rows, signed deliveries."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from starlette.datastructures import Headers
 from s2s_daemon.http.webhooks import build_verifier
 from s2s_daemon.settings import WebhookSourceSettings
 from tests.harness.bench.cli import build_parser, plan_from
-from tests.harness.bench.runner import EXAMPLE_CONFIG, QUICK, WEBHOOK_SOURCE, guarantees
+from tests.harness.bench.runner import EXAMPLE_CONFIG, FULL, QUICK, WEBHOOK_SOURCE, guarantees
 from tests.harness.bench.summary import target_rows
 from tests.harness.bench.webhook_load import WebhookLoad, WebhookSpec
 
@@ -56,6 +56,7 @@ def test_replicas_row_reports_the_combined_rate_and_cpu_per_daemon() -> None:
     assert "daemon 90%, daemon-r2 85%" in row.notes
     assert "duplicate effects 0" in row.notes
     assert "lost 0" in row.notes
+    assert "bare FastStream not run, hand-written pipeline not run" in row.notes
 
 
 def test_replicas_row_misses_on_a_duplicate_effect_even_when_fast() -> None:
@@ -122,3 +123,11 @@ def test_quick_plan_includes_the_replicas_and_webhook_runs(tmp_path: Path) -> No
     assert plan.replicas == 1
     assert {"replicas", "webhook"} <= set(plan.scenarios) == set(QUICK.scenarios)
     assert plan_from(build_parser().parse_args(["--replicas", "3"])).replicas == 3
+
+
+def test_handwritten_reference_runs_by_default_and_by_name() -> None:
+    """The hand-written pipeline runs in the full and quick plans and can be picked with --scenarios."""
+    assert "handwritten" in FULL.scenarios
+    assert "handwritten" in plan_from(build_parser().parse_args(["--quick"])).scenarios
+    picked = plan_from(build_parser().parse_args(["--quick", "--scenarios", "max,reference,handwritten"]))
+    assert picked.scenarios == ("max", "reference", "handwritten")

@@ -1,6 +1,7 @@
-"""``make bench``: the daemon end to end under load, beside a bare FastStream reference, on one machine.
+"""``make bench``: the daemon end to end under load, beside two references, on one machine.
 
-Starts its own nx-27017, demo downstreams, daemons and reference app as separate processes, drives load from
+The references are a bare FastStream app and a hand-written aio-pika pipeline. Starts its own nx-27017, demo
+downstreams, daemons and both reference apps as separate processes, drives load from
 another process, prints one row per issue-8 target and saves the results as JSON under ``.bench/``.
 """
 

@@ -13,7 +13,7 @@ from types import FrameType
 
 from tests.harness.bench.report import save_json
 from tests.harness.bench.runner import FULL, QUICK, SCENARIOS, Bench, Plan
-from tests.harness.bench.summary import render
+from tests.harness.bench.summary import reference_ratios, render
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         bench.results["error"] = f"{type(exc).__name__}: {exc}"
         status = 1
+    bench.results["versus_references"] = reference_ratios(bench.results)
     path = save_json(args.dir / f"results-{bench.stamp}.json", bench.results)
     print(render(bench.results))
     print(f"\nresults: {path}; logs: {bench.dir}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 Order (each scenario drives load from a separate ``bench.load`` process):
 
-1. nx-27017, the demo downstreams, the daemon (start -> ``/readyz`` 200 is timed), the reference app.
+1. nx-27017, the demo downstreams, the daemon (start -> ``/readyz`` 200 is timed), the two reference apps.
 2. ``max``        service-a commands, ``inflight`` in flight, on the daemon (on ``replicas`` daemons sharing
                   one namespace when ``--replicas N`` > 1).
    ``replicas``   the same load on 2 daemons sharing one namespace (same AMQP prefix, Redis key prefix and
@@ -10,6 +10,7 @@ Order (each scenario drives load from a separate ``bench.load`` process):
                   CPU per daemon, duplicate effects at the demo service-a and lost commands (skipped when
                   ``max`` already ran on several replicas).
 3. ``reference``  the same load on the bare FastStream reference.
+   ``handwritten`` the same load on the hand-written aio-pika pipeline (SET NX, HTTP, insert_one, confirmed reply).
 4. ``rate``       service-a commands offered at ``rate``/s: latency and outbox lag (from /metrics).
    ``rate-low``   the same at ``low_rate``/s, well below saturation: the latency floor.
 5. ``soak``       optional: ``soak_seconds`` at a rate the daemon sustains (``rate``, at most 80% of the
@@ -62,7 +63,7 @@ ROUTE_A = "service-a.create-resource"
 ROUTE_B = "service-b.get-resource"
 LAG_METRIC = "s2s_outbox_publish_lag_seconds"
 WEBHOOK_SOURCE = "acme"
-SCENARIOS = ("max", "replicas", "reference", "rate", "iso", "webhook")
+SCENARIOS = ("max", "replicas", "reference", "handwritten", "rate", "iso", "webhook")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,8 @@ class Bench:
         self.ns_ref = DaemonNamespace(self.run_id + "-ref", ("service-a",))
         self.ref_exchange = self.ns_ref.commands_exchange
         self.ref_queue = self.ns_ref.topology.command_queue_name("service-a")
+        # the hand-written pipeline's: AMQP names, Redis key prefix and Mongo database all from its own prefix
+        self.ns_hand = DaemonNamespace(self.run_id + "-hand", ("service-a",))
         self.mongo: EmbeddedMongo | None = None
         self.procs: list[BenchProcess] = []
         self.results: dict[str, Any] = {
@@ -144,6 +147,7 @@ class Bench:
         self._start_shared()
         daemon, sidecar = self._start_daemon("daemon", self.ns, dead_b=False)
         reference = self._start_reference() if "reference" in wanted else None
+        handwritten = self._start_handwritten() if "handwritten" in wanted else None
         a_max = StreamSpec(ROUTE_A, "inflight", p.inflight, p.count, p.seconds)
         a_rate = StreamSpec(ROUTE_A, "rate", p.rate, int(p.rate * p.rate_seconds))
         mixed = [
@@ -169,6 +173,11 @@ class Bench:
             )
             # stopped so it does not sit on the cores the next scenarios measure
             reference.stop()
+        if handwritten is not None:
+            scenarios["handwritten"] = self._load(
+                "handwritten", self.ns_hand.commands_exchange, [a_max], warmup=p.warmup, serving=[handwritten]
+            )
+            handwritten.stop()
         if "rate" in wanted:
             scenarios["rate"] = self._load("rate", self.ns.commands_exchange, [a_rate], warmup=0, **on_daemon)
             low = StreamSpec(ROUTE_A, "rate", p.low_rate, int(p.low_rate * p.low_seconds))
@@ -247,26 +256,36 @@ class Bench:
         return proc, sidecar
 
     def _start_reference(self) -> BenchProcess:
-        ready_file = self.dir / "reference.ready"
+        argv = ["--exchange", self.ref_exchange, "--queue", self.ref_queue]
+        return self._start_app("reference", "tests.harness.bench.reference", argv)
+
+    def _start_handwritten(self) -> BenchProcess:
+        assert self.mongo is not None
+        ns = self.ns_hand
+        argv = [
+            "--exchange", ns.commands_exchange,
+            "--queue", ns.topology.command_queue_name("service-a"),
+            "--redis-url", REDIS_URL,
+            "--key-prefix", ns.key_prefix,
+            "--mongo-uri", self.mongo.uri,
+            "--database", ns.prefix,
+        ]  # fmt: skip
+        return self._start_app("handwritten", "tests.harness.bench.handwritten", argv)
+
+    def _start_app(self, name: str, module: str, args: list[str]) -> BenchProcess:
+        """A reference app on the demo service-a; ready once it writes its ready file (its consumer runs)."""
+        ready_file = self.dir / f"{name}.ready"
         argv = python_module(
-            "tests.harness.bench.reference",
-            "--exchange",
-            self.ref_exchange,
-            "--queue",
-            self.ref_queue,
-            "--service-url",
-            f"http://127.0.0.1:{self.port_a}",
-            "--ready-file",
-            str(ready_file),
+            module, *args, "--service-url", f"http://127.0.0.1:{self.port_a}", "--ready-file", str(ready_file)
         )
-        proc = self._spawn("reference", argv)
+        proc = self._spawn(name, argv)
         deadline = time.perf_counter() + 30
         while not ready_file.exists():
             proc.check_alive()
             if time.perf_counter() > deadline:
-                raise TimeoutError(f"the reference app did not start; see {proc.log_path}")
+                raise TimeoutError(f"the {name} app did not start; see {proc.log_path}")
             time.sleep(0.02)
-        self.log(f"bench: reference pid {proc.pid} ready in {time.perf_counter() - proc.started_at:.2f}s")
+        self.log(f"bench: {name} pid {proc.pid} ready in {time.perf_counter() - proc.started_at:.2f}s")
         return proc
 
     def _start_replicas(self, total: int) -> list[BenchProcess]:
@@ -450,7 +469,7 @@ class Bench:
         try:
             cleanup["deleted"] = asyncio.run(
                 delete_namespaces(
-                    [self.ns, self.ns_iso],
+                    [self.ns, self.ns_iso, self.ns_hand],
                     extra_queues=[self.ref_queue],
                     extra_exchanges=[self.ref_exchange],
                 )
