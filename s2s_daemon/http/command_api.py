@@ -182,7 +182,7 @@ class CommandSubmission:
                     self.routing_key,
                     command_id=key,
                     correlation_id=correlation.correlation_id,
-                    traceparent=correlation.trace.child().header,
+                    trace=correlation.trace.child(),
                     want_reply=future is not None,
                 )
             except DependencyUnavailable:

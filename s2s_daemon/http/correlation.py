@@ -3,7 +3,8 @@
 The correlation id is ``X-Correlation-ID``, else ``X-Request-ID``, else the trace id of a valid
 ``traceparent``, else a new one. It is bound to structlog's context for the request (every log line of the
 request carries it), stored on the request for the handlers (which carry it into AMQP properties and
-headers), and returned in ``X-Correlation-ID`` on every response, errors included.
+headers), and returned in ``X-Correlation-ID`` on every response, errors included. The trace context
+(``traceparent`` and its ``tracestate``) is the caller's when its ``traceparent`` is valid, else a new trace.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from s2s_daemon.observability.correlation import TraceContext, clean_id, new_correlation_id
+from s2s_daemon.observability.correlation import (
+    H_TRACEPARENT,
+    H_TRACESTATE,
+    TraceContext,
+    clean_id,
+    new_correlation_id,
+)
 from s2s_daemon.observability.logging import get_logger
 
 __all__ = ["CorrelationMiddleware", "RequestCorrelation", "correlation_of"]
@@ -31,11 +38,11 @@ _QUIET_PATHS = frozenset({"/health", "/livez", "/readyz", "/metrics", "/api/stat
 @dataclass(frozen=True, slots=True)
 class RequestCorrelation:
     correlation_id: str
-    trace: TraceContext  # the caller's trace context, or a new trace when it sent none (or a malformed one)
+    trace: TraceContext  # the caller's trace context, or a new trace when it sent none (or an invalid one)
 
     @classmethod
     def from_headers(cls, headers: Headers) -> RequestCorrelation:
-        trace = TraceContext.parse(headers.get("traceparent"))
+        trace = _request_trace(headers)
         correlation_id = (
             clean_id(headers.get("x-correlation-id"))
             or clean_id(headers.get("x-request-id"))
@@ -43,6 +50,16 @@ class RequestCorrelation:
             or new_correlation_id()
         )
         return cls(correlation_id, trace or TraceContext.new())
+
+
+def _request_trace(headers: Headers) -> TraceContext | None:
+    """The caller's trace context. Two ``traceparent`` headers make it invalid; several ``tracestate`` headers
+    are one list, joined with commas (RFC 9110 field lines)."""
+    traceparents = headers.getlist(H_TRACEPARENT)
+    if len(traceparents) != 1:
+        return None
+    tracestates = headers.getlist(H_TRACESTATE)
+    return TraceContext.parse(traceparents[0], ",".join(tracestates) if tracestates else None)
 
 
 def correlation_of(request: Request) -> RequestCorrelation:

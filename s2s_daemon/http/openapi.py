@@ -123,7 +123,8 @@ _CORRELATION_PARAMETERS = [
     _header_parameter(
         "X-Correlation-ID", "Kept end to end and returned; else X-Request-ID, else the trace id of traceparent."
     ),
-    _header_parameter("traceparent", "W3C trace context; a malformed one starts a new trace."),
+    _header_parameter("traceparent", "W3C trace context; an invalid one starts a new trace."),
+    _header_parameter("tracestate", "W3C tracestate; forwarded unchanged with a valid traceparent."),
 ]
 
 

@@ -99,7 +99,7 @@ class ResourceRead:
                 return _error(400, "invalid", error.message[:300])
         key = stale_copy_key(self._routing_key, list(params.values()))
         correlation = correlation_of(request)
-        headers = {"x-correlation-id": correlation.correlation_id, "traceparent": correlation.trace.child().header}
+        headers = {"x-correlation-id": correlation.correlation_id, **correlation.trace.child().headers()}
         outcome = await self._client.call(self._route, params, headers)
         name = self._client.name
         if outcome.ok:

@@ -26,6 +26,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+_TRACE_HEADERS = ("traceparent", "tracestate")
+
 
 @dataclass
 class Faults:
@@ -65,6 +67,8 @@ class ServiceState:
     faults: Faults = field(default_factory=Faults)
     calls: int = 0
     calls_by_key: Counter[str] = field(default_factory=Counter)
+    # the W3C trace headers (traceparent, tracestate) of the latest call per idempotency key
+    trace_by_key: dict[str, dict[str, str]] = field(default_factory=dict)
     effects: int = 0
     in_flight: int = 0
     peak_in_flight: int = 0
@@ -147,6 +151,9 @@ def service_a(state: ServiceState | None = None, path: str = "/resource") -> Sta
         key = request.headers.get("idempotency-key")
         if key:
             state.calls_by_key[key] += 1
+            state.trace_by_key[key] = {
+                name: request.headers[name] for name in _TRACE_HEADERS if name in request.headers
+            }
         if (fault := await _inject(state)) is not None:
             return fault
         try:

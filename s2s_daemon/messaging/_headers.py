@@ -113,14 +113,17 @@ def read_deadline(value: object) -> int | None:
     )
 
 
-def message_correlation(raw: Any) -> tuple[str | None, TraceContext | None]:
+def message_correlation(raw: Any, *, with_tracestate: bool = True) -> tuple[str | None, TraceContext | None]:
     """The correlation id a message brings, and its trace context.
 
     The id is the AMQP ``correlation_id``, else the ``x-correlation-id`` header, else the trace id of
     ``traceparent``; None when it brings none usable (the caller generates one, once per delivery).
+    ``with_tracestate=False`` leaves the ``tracestate`` unread, for callers that only log the context or want
+    the id (the command's parse step reads it, once per delivery).
     """
     headers = raw.headers or {}
-    trace = TraceContext.parse(header_text(headers.get(c.H_TRACEPARENT)))
+    tracestate = header_text(headers.get(c.H_TRACESTATE)) if with_tracestate else None
+    trace = TraceContext.parse(header_text(headers.get(c.H_TRACEPARENT)), tracestate)
     correlation_id = (
         clean_id(header_text(raw.correlation_id))
         or clean_id(header_text(headers.get(c.H_CORRELATION_ID)))

@@ -226,8 +226,15 @@ def _schemas() -> dict[str, Any]:
             c.H_CORRELATION_ID: {**_ID, "description": "Correlation id when the AMQP correlation_id is not set."},
             c.H_TRACEPARENT: {
                 "type": "string",
-                "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
-                "description": "W3C trace context; a child span id is sent downstream.",
+                "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$",
+                "description": "W3C trace context (Level 1); a child span id is sent downstream. An invalid one "
+                "(uppercase hex, all-zero ids, version ff) starts a new trace; a higher version is read by the "
+                "version-00 rules.",
+            },
+            c.H_TRACESTATE: {
+                "type": "string",
+                "description": "W3C tracestate, forwarded unchanged with a valid traceparent; an invalid one "
+                "(more than 32 list-members, a malformed or repeated key) is dropped.",
             },
             c.H_DEADLINE: {
                 "oneOf": [
@@ -246,6 +253,7 @@ def _schemas() -> dict[str, Any]:
         "properties": {
             c.H_CORRELATION_ID: {"type": "string", "description": "The command's correlation id."},
             c.H_TRACEPARENT: {"type": "string", "description": "W3C trace context of the downstream call."},
+            c.H_TRACESTATE: {"type": "string", "description": "The command's tracestate, when it had one."},
         },
     }
     schemas["DeadLetterHeaders"] = {

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from s2s_daemon.errors import ErrorKind
+from s2s_daemon.observability.correlation import H_TRACEPARENT, H_TRACESTATE
 
 __all__ = [
     "H_ATTEMPT",
@@ -25,6 +26,7 @@ __all__ = [
     "H_ROUTING_KEY",
     "H_SOURCE_QUEUE",
     "H_TRACEPARENT",
+    "H_TRACESTATE",
     "DownstreamResult",
     "ErrorKind",  # a reply's ``error.kind``; defined with the error tree
     "Reply",
@@ -36,7 +38,7 @@ __all__ = [
 # AMQP headers we read or write. Integers only for times: pamqp sends Python floats as 32-bit floats.
 H_IDEMPOTENCY_KEY = "idempotency-key"
 H_CORRELATION_ID = "x-correlation-id"
-H_TRACEPARENT = "traceparent"
+# H_TRACEPARENT, H_TRACESTATE: the W3C trace context headers, defined with the parser
 H_DEADLINE = "x-deadline"
 H_ATTEMPT = "x-s2s-attempt"  # deliveries through our delay queues, 1 for the first
 H_CALLS = "x-s2s-calls"  # downstream attempts made by earlier deliveries

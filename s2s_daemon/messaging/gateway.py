@@ -30,6 +30,7 @@ from aio_pika.abc import (
 from s2s_daemon.errors import DependencyUnavailable
 from s2s_daemon.messaging import contracts as c
 from s2s_daemon.messaging.topology import Topology
+from s2s_daemon.observability.correlation import TraceContext
 from s2s_daemon.observability.logging import get_logger
 
 __all__ = ["CommandGateway"]
@@ -95,10 +96,11 @@ class CommandGateway:
         *,
         command_id: str,
         correlation_id: str,
-        traceparent: str,
+        trace: TraceContext,
         want_reply: bool,
     ) -> None:
-        """Persistent, confirmed; raises DependencyUnavailable when the broker did not confirm in time."""
+        """Persistent, confirmed; raises DependencyUnavailable when the broker did not confirm in time.
+        ``trace`` goes in the ``traceparent`` and ``tracestate`` headers."""
         if self._exchange is None:
             raise DependencyUnavailable("rabbitmq", "sidecar gateway not started")
         message = aio_pika.Message(
@@ -112,7 +114,7 @@ class CommandGateway:
             headers={
                 c.H_IDEMPOTENCY_KEY: command_id,
                 c.H_CORRELATION_ID: correlation_id,
-                c.H_TRACEPARENT: traceparent,
+                **trace.headers(),
             },
         )
         try:

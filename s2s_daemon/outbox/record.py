@@ -121,7 +121,7 @@ class OutboxRecord(BaseModel):
                 time_ms=reply.completed_at,
                 data=data,
             ),
-            headers={c.H_TRACEPARENT: trace.header},
+            headers=trace.headers(),
             created_at=now_ms(),
         )
 
@@ -158,7 +158,7 @@ class OutboxRecord(BaseModel):
                 time_ms=signed_at * 1000 if signed_at is not None else received_ms,
                 data=orjson.loads(body),
             ),
-            headers={c.H_TRACEPARENT: trace.header},
+            headers=trace.headers(),
             created_at=received_ms,
         )
 

@@ -29,11 +29,7 @@ class Call:
         cmd, claim = job.cmd, job.lease
         assert job.route is not None
         trace = (cmd.trace or TraceContext.new()).child()
-        headers = {
-            "idempotency-key": cmd.key,
-            "x-correlation-id": cmd.correlation_id,
-            "traceparent": trace.header,
-        }
+        headers = {"idempotency-key": cmd.key, "x-correlation-id": cmd.correlation_id, **trace.headers()}
         first_call_at = cmd.retry.first_call_at or now_ms()
         outcome = await self._clients[cmd.downstream].call(
             job.route.settings,

@@ -46,7 +46,7 @@ class Command:
     fingerprint: str
     correlation_id: str
     reply_to: str | None
-    trace: TraceContext | None  # the producer's trace context, None when it sent none (or a malformed one)
+    trace: TraceContext | None  # the producer's traceparent and tracestate, None when it sent none (or an invalid one)
     deadline_ms: int | None
     retry: RetryState
     received_at: int
@@ -57,7 +57,7 @@ class Command:
 
     def trace_headers(self) -> dict[str, str]:
         """Headers of a reply sent straight back (not through the outbox): the producer's trace context."""
-        return {c.H_TRACEPARENT: self.trace.header} if self.trace is not None else {}
+        return self.trace.headers() if self.trace is not None else {}
 
 
 class Job:

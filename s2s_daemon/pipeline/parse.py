@@ -24,7 +24,7 @@ __all__ = ["Parse", "delivery_correlation_id", "idempotency_key"]
 def delivery_correlation_id(msg: RabbitMessage) -> str:
     """The delivery's correlation id: the one the message brings, else the one the correlation middleware
     generated for it and stored on the message, else a new one."""
-    found, _ = message_correlation(msg.raw_message)
+    found, _ = message_correlation(msg.raw_message, with_tracestate=False)
     return found or clean_id(msg.correlation_id) or new_correlation_id()
 
 

@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from s2s_daemon.app import Daemon
+from s2s_daemon.observability.correlation import TraceContext
 from tests.conftest import DemoServices
 from tests.support import Outgoing, bind_probe_queue, drain, pika_send, queue_depth, wait_for
 
@@ -46,6 +47,29 @@ async def test_pika_command_gets_reply_and_event(daemon: Daemon, demo: DemoServi
         assert envelope["type"] == "service-a.create-resource.succeeded"
         assert envelope["data"]["result"]["body"]["id"] == body["result"]["body"]["id"]
         assert event.correlation_id == command.correlation_id
+
+
+async def test_trace_context_reaches_the_downstream_reply_and_event(daemon: Daemon, demo: DemoServices) -> None:
+    """A pika-published command with traceparent and tracestate: service-a gets a child span of that trace and
+    the same tracestate, and so do the reply and the event."""
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    tracestate = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
+    events_conn, events = await bind_probe_queue(daemon.topology.events_exchange_name, "service-a.#")
+    async with events_conn:
+        command = _cmd("traced", headers={"traceparent": traceparent, "tracestate": tracestate})
+        [reply] = await pika_send(daemon.topology.commands_exchange_name, [command], expect_replies=1)
+        [event] = await drain(events, 1)
+
+    assert reply.json()["status"] == "succeeded"
+    downstream = demo.a.trace_by_key[command.message_id]
+    sent = TraceContext.parse(downstream["traceparent"])
+    assert sent is not None
+    assert (sent.trace_id, sent.sampled) == ("4bf92f3577b34da6a3ce929d0e0e4736", True)
+    assert sent.parent_id != "00f067aa0ba902b7"
+    assert downstream["tracestate"] == tracestate
+    for published in (reply, event):
+        assert published.headers["traceparent"] == downstream["traceparent"]
+        assert published.headers["tracestate"] == tracestate
 
 
 async def test_same_message_id_three_times_calls_downstream_once(daemon: Daemon, demo: DemoServices) -> None:

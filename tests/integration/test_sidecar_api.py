@@ -68,14 +68,14 @@ async def finished(http: httpx.AsyncClient, status_url: str) -> dict[str, Any]:
 
 async def test_post_publishes_command_with_key_and_correlation(api: Daemon, http: httpx.AsyncClient, demo) -> None:
     """202 with the command id and a status URL; the command on the exchange carries message_id = the key, the
-    caller's correlation id (property and header) and a child of its trace; the reply keeps the correlation."""
+    caller's correlation id (property and header) and a child of its trace with its tracestate; the reply keeps
+    the correlation."""
     connection, probe = await bind_probe_queue(api.topology.commands_exchange_name, "service-a.#")
     trace = TraceContext.new()
     k = key()
     async with connection:
-        response = await create(
-            http, {"name": "x"}, k, **{"X-Correlation-ID": "corr-api-1", "traceparent": trace.header}
-        )
+        headers = {"X-Correlation-ID": "corr-api-1", "traceparent": trace.header, "tracestate": "congo=t61rcWkgMzE"}
+        response = await create(http, {"name": "x"}, k, **headers)
         [command] = await drain(probe, 1)
     assert response.status_code == 202
     assert response.headers["x-correlation-id"] == "corr-api-1"
@@ -90,11 +90,13 @@ async def test_post_publishes_command_with_key_and_correlation(api: Daemon, http
     assert sent_trace is not None
     assert sent_trace.trace_id == trace.trace_id
     assert sent_trace.parent_id != trace.parent_id
+    assert command.headers["tracestate"] == "congo=t61rcWkgMzE"
     status = await finished(http, body["status_url"])
     assert status["status"] == "succeeded"
     assert status["reply"]["correlation_id"] == "corr-api-1"
     assert status["reply"]["result"]["status_code"] == 201
     assert demo.a.calls_by_key[k] == 1
+    assert demo.a.trace_by_key[k]["tracestate"] == "congo=t61rcWkgMzE"
 
 
 async def test_request_id_and_traceparent_fall_back_for_correlation(http: httpx.AsyncClient) -> None:

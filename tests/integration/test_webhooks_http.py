@@ -158,11 +158,15 @@ async def nothing_published(queue: Any, seconds: float = 1.5) -> bool:
 @pytest.mark.parametrize("signer", [_sign_standardwebhooks, _sign_svix], ids=["standardwebhooks", "svix"])
 async def test_standard_webhook_becomes_cloudevent(hooks: Daemon, signer: Signer) -> None:
     """A signed Standard Webhooks delivery is 202 after the outbox write and is published as a CloudEvent on
-    s2s.events with routing key webhook.<service>.<type>, keeping the caller's correlation id and trace."""
+    s2s.events with routing key webhook.<service>.<type>, keeping the caller's correlation id, trace and tracestate."""
     connection, queue = await bind_probe_queue(hooks.topology.events_exchange_name, "webhook.#")
     async with connection:
         trace = TraceContext.new()
-        headers = sw_headers(signer=signer) | {"x-correlation-id": "corr-wh-1", "traceparent": trace.header}
+        headers = sw_headers(signer=signer) | {
+            "x-correlation-id": "corr-wh-1",
+            "traceparent": trace.header,
+            "tracestate": "rojo=00f067aa0ba902b7",
+        }
         response = await post(hooks, "acme", SW_BODY, headers)
         assert response.status_code == 202, response.text
         answer = response.json()
@@ -173,6 +177,7 @@ async def test_standard_webhook_becomes_cloudevent(hooks: Daemon, signer: Signer
     assert event.routing_key == "webhook.acme.invoice.paid"
     assert event.correlation_id == "corr-wh-1"
     assert TraceContext.parse(event.headers["traceparent"]).trace_id == trace.trace_id  # type: ignore[union-attr]
+    assert event.headers["tracestate"] == "rojo=00f067aa0ba902b7"
     envelope = event.json()
     assert envelope["specversion"] == "1.0"
     assert envelope["type"] == "webhook.acme.invoice.paid"

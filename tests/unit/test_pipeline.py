@@ -198,25 +198,32 @@ async def test_a_command_is_acked_only_after_its_outbox_write() -> None:
 
 
 async def test_the_command_carries_correlation_and_trace_from_the_message() -> None:
-    """The correlation id comes from the message, the trace continues the producer's, and the log context is
-    bound from the command while it runs and restored afterwards."""
+    """The correlation id comes from the message, the trace continues the producer's (its tracestate sent
+    downstream and stored with the reply unchanged), and the log context is bound from the command while it
+    runs and restored afterwards."""
     world = World()
     seen: dict[str, Any] = {}
-    call = world.call
+    call, write = world.call, world.write
 
     async def spying_call(route: Any, body: Any, headers: dict[str, str], deadline_ms: int | None, **kw: Any) -> Any:
-        seen.update(structlog.contextvars.get_contextvars(), traceparent_sent=headers["traceparent"])
+        seen.update(structlog.contextvars.get_contextvars(), sent=headers)
         return await call(route, body, headers, deadline_ms, **kw)
 
+    async def spying_write(record: OutboxRecord) -> WriteResult:
+        seen["stored"] = record.headers
+        return await write(record)
+
     world.call = spying_call  # type: ignore[method-assign]
+    world.write = spying_write  # type: ignore[method-assign]
     pipeline = _pipeline(world)
-    await pipeline.handle(
-        _msg(world, correlation_id=None, headers={"x-correlation-id": b"from-header", "traceparent": TRACE})
-    )
+    headers = {"x-correlation-id": b"from-header", "traceparent": TRACE, "tracestate": b"rojo=1,congo=t61rcWkgMzE"}
+    await pipeline.handle(_msg(world, correlation_id=None, headers=headers))
     assert seen["correlation_id"] == "from-header"
     assert seen["message_id"] == "k1"
     assert seen["downstream"] == "svc"
-    assert seen["traceparent_sent"].split("-")[1] == TRACE.split("-")[1]
+    assert seen["sent"]["traceparent"].split("-")[1] == TRACE.split("-")[1]
+    assert seen["sent"]["tracestate"] == "rojo=1,congo=t61rcWkgMzE"
+    assert seen["stored"] == {"traceparent": seen["sent"]["traceparent"], "tracestate": "rojo=1,congo=t61rcWkgMzE"}
     assert "message_id" not in structlog.contextvars.get_contextvars()
 
 

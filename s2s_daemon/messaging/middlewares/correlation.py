@@ -21,7 +21,8 @@ __all__ = ["CorrelationMiddleware"]
 class CorrelationMiddleware(BaseMiddleware):
     async def consume_scope(self, call_next: Any, msg: Any) -> Any:
         raw = msg.raw_message
-        correlation_id, trace = message_correlation(raw)
+        # the log lines need the traceparent only: the command's parse step reads the tracestate
+        correlation_id, trace = message_correlation(raw, with_tracestate=False)
         if correlation_id is None:
             correlation_id = new_correlation_id()
         msg.correlation_id = correlation_id
