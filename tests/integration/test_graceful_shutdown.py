@@ -115,7 +115,12 @@ async def test_sigterm_mid_run_drains_exits_0_and_loses_nothing(
         f"effects={demo.a.effects} distinct_keys={len(demo.a.store.by_key)} calls={demo.a.calls}"
     )
     assert in_flight_at_sigterm > 0, "SIGTERM should land while calls are in flight"
-    assert calls_in_first - calls_at_sigterm <= 100, "after SIGTERM only handlers already in flight call out"
+    # At most `prefetch` (100) deliveries are unacked when the consumer stops; the demo runs in this test's event
+    # loop, so up to `max_concurrency` (64) requests the daemon sent before SIGTERM may still wait in its sockets
+    # and be counted after it (a loaded run counted 116). A consumer still taking messages would add hundreds.
+    prefetch = settings.amqp.prefetch
+    in_sockets = settings.downstreams["service-a"].max_concurrency
+    assert calls_in_first - calls_at_sigterm <= prefetch + in_sockets, "after SIGTERM only handlers in flight call out"
     assert 503 in readiness, "readiness turned false while draining"
     assert not acked_without_write, "every command is still queued or has its outbox document"
     assert len(queued) + len(documented) == SENT, "clean drain: nothing both handled and left queued"
