@@ -13,6 +13,18 @@ import orjson
 import pika
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
+# The sidecar's own OpenAPI paths: what /openapi.json lists when the config exposes no route.
+OWN_PATHS = {
+    "/health",
+    "/livez",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/status",
+    "/api/status",
+    "/api/commands/{command_id}",
+    "/api/webhooks/{service}",
+}
 
 
 async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:

@@ -26,6 +26,7 @@ from s2s_daemon.http.server import SidecarServer
 from s2s_daemon.local import EmbeddedMongo, ServiceState, demo_states, service_a, service_b
 from s2s_daemon.settings import Settings, load_settings
 from tests.conftest import drop_namespace
+from tests.support import OWN_PATHS
 
 pytestmark = pytest.mark.integration
 
@@ -39,17 +40,6 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "404", "409", "422"]
 include-path = "/api/webhooks/{service}"
 parameters = { "path.service" = "acme" }
 """
-OWN_PATHS = {
-    "/health",
-    "/livez",
-    "/readyz",
-    "/metrics",
-    "/openapi.json",
-    "/status",
-    "/api/status",
-    "/api/commands/{command_id}",
-    "/api/webhooks/{service}",
-}
 
 
 @dataclass

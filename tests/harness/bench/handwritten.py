@@ -15,11 +15,8 @@ beyond ``SET NX``, no schema validation. On stop it logs how many documents it i
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -30,23 +27,18 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from redis.asyncio import Redis
 
+from tests.harness.bench.reference import reference_parser, run, service_client, stop_on_signal
+
 log = logging.getLogger("bench.handwritten")
 KEY_TTL_MS = 24 * 3600 * 1000
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tests.harness.bench.handwritten", description=__doc__)
-    parser.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672/")
-    parser.add_argument("--exchange", required=True)
-    parser.add_argument("--queue", required=True)
-    parser.add_argument("--service-url", required=True, help="base URL of the demo service-a")
+    parser = reference_parser("python -m tests.harness.bench.handwritten", __doc__)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--key-prefix", required=True, help="prefix of the idempotency keys in Redis")
     parser.add_argument("--mongo-uri", required=True)
     parser.add_argument("--database", required=True, help="its own database; dropped on stop")
-    parser.add_argument("--prefetch", type=int, default=100)
-    parser.add_argument("--max-connections", type=int, default=64)
-    parser.add_argument("--ready-file", type=Path, required=True, help="written once the consumer runs")
     return parser
 
 
@@ -99,11 +91,7 @@ class Pipeline:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    client = httpx.AsyncClient(
-        base_url=args.service_url,
-        limits=httpx.Limits(max_connections=args.max_connections, max_keepalive_connections=args.max_connections),
-        timeout=5.0,
-    )
+    client = service_client(args)
     redis = Redis.from_url(args.redis_url)
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(args.mongo_uri)
     collection = mongo[args.database]["results"]
@@ -117,10 +105,7 @@ async def serve(args: argparse.Namespace) -> None:
         await queue.bind(exchange, routing_key="service-a.#")
         pipeline = Pipeline(client, redis, collection, reply_channel.default_exchange, args.key_prefix)
 
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signal()
         tag = await queue.consume(pipeline.handle)
         args.ready_file.write_text("ready\n")
         await stop.wait()
@@ -137,14 +122,7 @@ async def serve(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    try:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:  # pragma: no cover - optional speed-up
-        pass
-    asyncio.run(serve(args))
-    return 0
+    return run(serve, args)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import logging
 import signal
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.response import RabbitResponse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tests.harness.bench.reference", description=__doc__)
+def reference_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    """The options every reference process takes (the harness starts both the same way)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672/")
     parser.add_argument("--exchange", required=True)
     parser.add_argument("--queue", required=True)
@@ -37,14 +39,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def serve(args: argparse.Namespace) -> None:
-    logger = logging.getLogger("bench.reference")
-    logger.setLevel(logging.WARNING)
-    client = httpx.AsyncClient(
+def build_parser() -> argparse.ArgumentParser:
+    return reference_parser("python -m tests.harness.bench.reference", __doc__)
+
+
+def service_client(args: argparse.Namespace) -> httpx.AsyncClient:
+    """The HTTP client both references call service-a with: httpx, the daemon's default pool size."""
+    return httpx.AsyncClient(
         base_url=args.service_url,
         limits=httpx.Limits(max_connections=args.max_connections, max_keepalive_connections=args.max_connections),
         timeout=5.0,
     )
+
+
+def stop_on_signal() -> asyncio.Event:
+    """Set on SIGTERM or SIGINT: the harness stops a reference with SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def run(serve: Callable[[argparse.Namespace], Coroutine[Any, Any, None]], args: argparse.Namespace) -> int:
+    """Run a reference's ``serve`` on uvloop when it is installed."""
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # pragma: no cover - optional speed-up
+        pass
+    asyncio.run(serve(args))
+    return 0
+
+
+async def serve(args: argparse.Namespace) -> None:
+    logger = logging.getLogger("bench.reference")
+    logger.setLevel(logging.WARNING)
+    client = service_client(args)
     broker = RabbitBroker(args.url, default_channel=Channel(publisher_confirms=True), logger=logger)
     exchange = RabbitExchange(args.exchange, type=ExchangeType.TOPIC, durable=True)
     queue = RabbitQueue(args.queue, queue_type=QueueType.QUORUM, durable=True, routing_key="service-a.#")
@@ -63,10 +95,7 @@ async def serve(args: argparse.Namespace) -> None:
         }
         return RabbitResponse(orjson.dumps(reply), persist=True, mandatory=False, content_type="application/json")
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signal()
     await broker.start()
     args.ready_file.write_text("ready\n")
     try:
@@ -77,15 +106,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:  # pragma: no cover - optional speed-up
-        pass
-    asyncio.run(serve(args))
-    return 0
+    return run(serve, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
