@@ -21,6 +21,7 @@ import orjson
 import pytest
 from pymongo import MongoClient
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 from s2s_daemon.app import Daemon
@@ -71,8 +72,18 @@ async def by_id(driver: webdriver.Chrome, element_id: str) -> Any:
 
 
 async def click(driver: webdriver.Chrome, element_id: str) -> None:
-    element = await by_id(driver, element_id)
-    await asyncio.to_thread(element.click)
+    """Click by id; found again if the page re-rendered it between finding and clicking."""
+
+    def find_and_click() -> None:
+        for _ in range(5):
+            try:
+                driver.find_element(By.ID, element_id).click()
+                return
+            except StaleElementReferenceException:
+                continue
+        raise AssertionError(f"#{element_id} kept being replaced")
+
+    await asyncio.to_thread(find_and_click)
 
 
 async def text(driver: webdriver.Chrome, element_id: str) -> str:
@@ -88,19 +99,35 @@ async def shoot(driver: webdriver.Chrome, element_id: str, path: Path) -> None:
 
 @pytest.mark.timeout(180)
 async def test_console_charts_dead_letter_replay_and_command_lookup(
-    make_settings, cleanup_namespace: None, demo: DemoServices, browser: webdriver.Chrome, tmp_path: Path
+    make_settings,
+    cleanup_namespace: None,
+    demo: DemoServices,
+    browser: webdriver.Chrome,
+    tmp_path: Path,
+    mongo_server: Any,
+    run_id: str,
 ) -> None:
     """Charts draw the daemon's history; a poison command is listed; without the token the writes answer 401 and
     are hidden; with it the operator repairs the body and replays it through the page, the DLQ empties and the
     repaired command succeeds under its derived key, which the command lookup then shows with its trace id."""
     shots = screenshots_dir(tmp_path)
-    settings = make_settings(admin={"token": TOKEN}, api={"console_sample_seconds": 1})
+    settings = make_settings(
+        admin={"token": TOKEN},
+        api={"console_sample_seconds": 1, "console_history_seconds": 90},
+        downstreams={"service-b": service_b_breaking(demo.url_b)},
+    )
     async with Daemon(settings) as daemon:
         assert daemon.sidecar is not None
         base = f"http://127.0.0.1:{daemon.sidecar.port}"
         exchange = daemon.topology.commands_exchange_name
-        good = [Outgoing(ROUTE, orjson.dumps({"name": f"g{i}"}), message_id=f"good-{i}") for i in range(5)]
-        await pika_send(exchange, good, expect_replies=5)
+        for wave in range(4):  # a few samples (one a second) with traffic, so the charts have lines
+            good = [Outgoing(ROUTE, orjson.dumps({"name": f"g{i}"}), message_id=f"good-{wave}-{i}") for i in range(5)]
+            await pika_send(exchange, good, expect_replies=5)
+            await asyncio.sleep(1.1)
+        dead_key = command_key("service-a", "relay-gave-up")
+        client: MongoClient[dict[str, Any]] = MongoClient(mongo_server.uri)
+        client[run_id]["outbox"].insert_one(outbox_document("relay-gave-up", status="dead", last_error="no route"))
+        client.close()
         poison = Outgoing(ROUTE, b'{"nom": "typo"}', message_id="k-poison", want_reply=False)
         await pika_send(exchange, [poison])
         await wait_for(lambda: _depth_is(daemon.topology.dlq_name, 1), timeout=15)
@@ -125,6 +152,20 @@ async def test_console_charts_dead_letter_replay_and_command_lookup(
             return bool(calls) and await js(browser, DRAWN_PIXELS, "#chart-service-a-rates") > 50
 
         await wait_for(charts_drawn, timeout=30, interval=0.5)
+
+        # service-b fails: its breaker opens, and the timeline says so in words
+        demo.b.faults.status = 503
+        async with httpx.AsyncClient(base_url=base) as http:
+            for i in range(6):
+                assert (await http.get(f"/api/service-b/resource/r{i}")).status_code == 503
+
+        async def shows_open() -> bool:
+            return await text(browser, "breaker-now-service-b") == "OPEN"
+
+        await wait_for(shows_open, timeout=15, interval=0.3)
+        assert "OPEN" in await text(browser, "timeline-service-b")
+        assert "now OPEN since" in await text(browser, "timeline-text-service-b")
+        assert "from" in await text(browser, "timeline-text-service-b")  # the CLOSED stretch before it
         points = int(await js(browser, "return document.getElementById('chart-dlq').dataset.points"))
         assert points >= 2
         assert await js(browser, "return window.s2sConsole.charts['dlq'].data[1].at(-1)") == 1
@@ -175,6 +216,13 @@ async def test_console_charts_dead_letter_replay_and_command_lookup(
             return record is not None and record.status.value == "sent"
 
         await wait_for(succeeded, timeout=15)
+
+        # the dead outbox document, with its reason, retried through the page
+        await click(browser, "ob-refresh")
+        await wait_for(lambda: _contains(browser, "ob-rows", "no route"), timeout=10, interval=0.2)
+        await click(browser, f"ob-retry-{dead_key}")
+        await click(browser, "confirm-ok")
+        await wait_for(lambda: _contains(browser, "ob-summary", "moved 1 back to pending"), timeout=10, interval=0.2)
         await asyncio.to_thread((await by_id(browser, "cmd-id")).send_keys, new_key)
         await click(browser, "cmd-lookup")
         await wait_for(lambda: text(browser, "cmd-result"), timeout=10, interval=0.2)
@@ -255,6 +303,26 @@ async def test_console_api_purge_job_dead_outbox_retry_and_lookup(
     assert unknown.status_code == 404
     assert set(history["downstreams"]) == {"service-a", "service-b"}
     assert history["dlq_depth"][-1] is not None
+
+
+def service_b_breaking(url: str) -> dict[str, Any]:
+    """service-b with a breaker that opens after six failed reads, and no retries."""
+    return {
+        "base_url": url,
+        "retry": {"max_attempts": 1},
+        "breaker": {"window_size": 6, "minimum_calls": 6, "wait_in_open": 60},
+        "routes": {
+            "get-resource": {
+                "method": "GET",
+                "path": "/resource/{id}",
+                "expose": {"path": "/api/service-b/resource/{id}"},
+            }
+        },
+    }
+
+
+async def _contains(driver: webdriver.Chrome, element_id: str, wanted: str) -> bool:
+    return wanted in await text(driver, element_id)
 
 
 async def _depth_is(queue: str, expected: int) -> bool:

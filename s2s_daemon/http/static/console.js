@@ -80,7 +80,7 @@
     box.setAttribute("role", "img");
     box.setAttribute("aria-label", title);
     parent.appendChild(box);
-    const width = Math.max(320, box.clientWidth - 12);
+    const width = Math.max(300, box.clientWidth - 24);
     const opts = {
       title,
       width,
@@ -104,7 +104,14 @@
   const pct = (xs) => xs.map((x) => (x == null ? null : Math.round(x * 1000) / 10));
   const ms = (xs) => xs.map((x) => (x == null ? null : Math.round(x * 100000) / 100));
   const COLORS = ["#2563eb", "#dc2626", "#059669", "#9333ea", "#d97706", "#0891b2"];
-  const line = (label, i, more = {}) => ({ label, stroke: COLORS[i % COLORS.length], width: 2, ...more });
+  // points shown: a lone sample between gaps (one burst of traffic) is a dot rather than nothing
+  const line = (label, i, more = {}) => ({
+    label,
+    stroke: COLORS[i % COLORS.length],
+    width: 2,
+    points: { show: true, size: 4 },
+    ...more,
+  });
 
   function timeline(name, times, states) {
     const bar = $("timeline-" + name);
@@ -117,17 +124,22 @@
     const now = times.length ? times[times.length - 1] : 0;
     const start = now - retention;
     const span = retention || 1;
+    const segment = (state, from, to, label) => {
+      const seg = document.createElement("div");
+      seg.className = "seg " + state;
+      seg.dataset.state = state;
+      seg.style.flexBasis = Math.max(0.4, ((to - Math.max(from, start)) / span) * 100) + "%";
+      seg.textContent = label;
+      seg.title = `${label || "no data"} ${fmtTime(from)} - ${fmtTime(to)}`;
+      return seg;
+    };
+    // before the first point: no data (keeps the bar aligned with the charts' time axis)
+    const lead = times.length && times[0] > start ? [segment("nodata", start, times[0], "")] : [];
     bar.replaceChildren(
-      ...runs.map((run, i) => {
-        const seg = document.createElement("div");
-        const to = i + 1 < runs.length ? runs[i + 1].from : now;
-        seg.className = "seg " + run.state;
-        seg.dataset.state = run.state;
-        seg.style.flexBasis = Math.max(0.4, ((to - Math.max(run.from, start)) / span) * 100) + "%";
-        seg.textContent = STATES[run.state] || run.state;
-        seg.title = `${STATES[run.state]} ${fmtTime(run.from)} - ${fmtTime(to)}`;
-        return seg;
-      })
+      ...lead,
+      ...runs.map((run, i) =>
+        segment(run.state, run.from, i + 1 < runs.length ? runs[i + 1].from : now, STATES[run.state] || run.state)
+      )
     );
     const current = runs[runs.length - 1];
     const changes = runs.slice(0, -1).map((r) => `${STATES[r.state]} from ${fmtTime(r.from)}`);
@@ -382,6 +394,7 @@
         const retry = document.createElement("button");
         retry.type = "button";
         retry.className = "write";
+        retry.id = "ob-retry-" + d.key;
         retry.textContent = "Retry";
         retry.setAttribute("aria-label", "retry " + d.key);
         retry.addEventListener("click", () => retryOutbox([d.key], `Move ${d.key} back to pending?`));
