@@ -389,7 +389,7 @@ def _console_paths() -> dict[str, Any]:
             "name": key,
             "in": "query",
             "required": False,
-            "schema": {"type": "array", "items": {"type": "string"}},
+            "schema": {"type": "array", "items": {"type": "string", "minLength": 1}},
             "style": "form",
             "explode": True,
             "description": "Shell pattern; repeatable.",
@@ -422,7 +422,7 @@ def _console_paths() -> dict[str, Any]:
                     "name": "older_than",
                     "in": "query",
                     "required": False,
-                    "schema": text(r"^[0-9.smhdw ]+$"),
+                    "schema": text(r"^( *[0-9]+(\.[0-9]+)? *[smhdwSMHDW] *)+$"),
                     "description": "A duration: 7d, 12h, 1h30m.",
                 },
                 {
