@@ -72,6 +72,11 @@ asyncapi-parser: $(ASYNCAPI_PARSER)
 $(ASYNCAPI_PARSER):
 	npm install --prefix .tools/node --no-audit --no-fund --ignore-scripts @asyncapi/parser@3.6.3
 
+# The operator console's screenshots in docs/img/, taken by its browser test against a running daemon.
+.PHONY: screenshots
+screenshots: $(STAMP) browser
+	S2S_SCREENSHOTS_DIR=docs/img $(BIN)/pytest tests/integration/test_console.py -k charts -q
+
 # uPlot, the console's chart library, shipped inside the package (s2s_daemon/http/static/vendor/uplot/): fetched
 # once from npm at the pinned version, its files and licence committed. Re-run only to change the version (then
 # update UPLOT_VERSION and the hashes in tests/unit/test_console_assets.py).

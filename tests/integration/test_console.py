@@ -217,18 +217,22 @@ async def test_console_charts_dead_letter_replay_and_command_lookup(
 
         await wait_for(succeeded, timeout=15)
 
-        # the dead outbox document, with its reason, retried through the page
-        await click(browser, "ob-refresh")
-        await wait_for(lambda: _contains(browser, "ob-rows", "no route"), timeout=10, interval=0.2)
-        await click(browser, f"ob-retry-{dead_key}")
-        await click(browser, "confirm-ok")
-        await wait_for(lambda: _contains(browser, "ob-summary", "moved 1 back to pending"), timeout=10, interval=0.2)
         await asyncio.to_thread((await by_id(browser, "cmd-id")).send_keys, new_key)
         await click(browser, "cmd-lookup")
         await wait_for(lambda: text(browser, "cmd-result"), timeout=10, interval=0.2)
         found = await text(browser, "cmd-result")
+        await click(browser, "ob-refresh")
+        await wait_for(lambda: _contains(browser, "ob-rows", "no route"), timeout=10, interval=0.2)
         await shoot(browser, "outbox", shots / "console-outbox.png")
 
+        # the dead outbox document, with its reason, retried through the page
+        await click(browser, f"ob-retry-{dead_key}")
+        await click(browser, "confirm-ok")
+        await wait_for(lambda: _contains(browser, "ob-summary", "moved 1 back to pending"), timeout=10, interval=0.2)
+        retried = await daemon.outbox.find(dead_key)  # type: ignore[union-attr]
+
+    assert retried is not None
+    assert retried.status.value != "dead"
     assert "status\nsucceeded" in found
     assert "attempts\n1" in found
     assert re.search(r"trace id\n[0-9a-f]{32}", found)
