@@ -10,6 +10,7 @@ the token every write endpoint answers 401 and nothing changes. Screenshots of t
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import uuid
@@ -23,6 +24,7 @@ from pymongo import MongoClient
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
 from s2s_daemon.app import Daemon
 from s2s_daemon.ops.dlq import edited_key
@@ -91,6 +93,26 @@ async def text(driver: webdriver.Chrome, element_id: str) -> str:
     return str(found[0].text) if found else ""
 
 
+async def tab_order(driver: webdriver.Chrome, presses: int) -> list[str]:
+    """What the Tab key visits from the top of the page: tag and id (or text for a link)."""
+
+    def walk() -> list[str]:
+        driver.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
+        body = driver.find_element(By.TAG_NAME, "body")
+        seen = []
+        for _ in range(presses):
+            body.send_keys(Keys.TAB) if not seen else driver.switch_to.active_element.send_keys(Keys.TAB)
+            seen.append(
+                driver.execute_script(
+                    "const e = document.activeElement;"
+                    "return e.tagName + ':' + (e.tagName === 'A' ? e.textContent.trim() : e.id);"
+                )
+            )
+        return seen
+
+    return await asyncio.to_thread(walk)
+
+
 async def shoot(driver: webdriver.Chrome, element_id: str, path: Path) -> None:
     element = await by_id(driver, element_id)
     await asyncio.to_thread(driver.execute_script, "arguments[0].scrollIntoView()", element)
@@ -147,7 +169,9 @@ async def test_console_charts_dead_letter_replay_and_command_lookup(
         # charts: points arrive every second; the calls/s line is drawn on the canvas
         async def charts_drawn() -> bool:
             calls = await js(
-                browser, "return window.s2sConsole.charts['service-a-rates'].data[1].filter((v) => v > 0).length"
+                browser,
+                "const c = window.s2sConsole.charts['service-a-rates'];"
+                "return c ? c.data[1].filter((v) => v > 0).length : 0;",
             )
             return bool(calls) and await js(browser, DRAWN_PIXELS, "#chart-service-a-rates") > 50
 
@@ -172,6 +196,16 @@ async def test_console_charts_dead_letter_replay_and_command_lookup(
         assert await text(browser, "breaker-now-service-a") == "CLOSED"
         assert "CLOSED" in await text(browser, "timeline-service-a")
         assert await js(browser, UNLABELLED) == []
+        assert await tab_order(browser, 8) == [
+            "A:Skip to content",
+            "A:status table",
+            "INPUT:operator",
+            "INPUT:token",
+            "BUTTON:token-save",
+            "A:Charts",
+            "A:Dead letters",
+            "A:Outbox and commands",
+        ]
         await shoot(browser, "charts", shots / "console-charts.png")
 
         # the poison command is listed, with its reason; writes are hidden without the token
@@ -199,6 +233,7 @@ async def test_console_charts_dead_letter_replay_and_command_lookup(
         await shoot(browser, "dead-letters", shots / "console-dead-letters.png")
         await click(browser, "dl-replay-edited")
         assert "NEW idempotency key" in await text(browser, "confirm-text")
+        assert await js(browser, "return document.activeElement.id") == "confirm-cancel"  # the safe default
         await click(browser, "confirm-ok")
 
         async def replayed() -> bool:
@@ -241,10 +276,12 @@ async def test_console_charts_dead_letter_replay_and_command_lookup(
 
 
 async def test_console_api_purge_job_dead_outbox_retry_and_lookup(
-    make_settings, cleanup_namespace: None, mongo_server: Any, run_id: str
+    make_settings, cleanup_namespace: None, mongo_server: Any, run_id: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Through the API with the token: a purge counts first (dry run) then deletes as a job with progress; dead
-    outbox documents are listed with their reason and retried; an unknown command is 404; bad input is 400."""
+    outbox documents are listed with their reason and retried; an unknown command is 404; bad input is 400; every
+    write is logged with who and what."""
+    caplog.set_level(logging.INFO, logger="s2s.http.console")
     settings = make_settings(admin={"token": TOKEN})
     auth = {"Authorization": f"Bearer {TOKEN}", "X-Operator": "ops-bob"}
     async with Daemon(settings) as daemon:
@@ -307,6 +344,15 @@ async def test_console_api_purge_job_dead_outbox_retry_and_lookup(
     assert unknown.status_code == 404
     assert set(history["downstreams"]) == {"service-a", "service-b"}
     assert history["dlq_depth"][-1] is not None
+    writes = [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "console.write"]
+    assert [(w["action"], w["who"]) for w in writes] == [
+        ("dlq.purge", "ops-bob@127.0.0.1"),
+        ("dlq.purge", "ops-bob@127.0.0.1"),
+        ("outbox.retry", "ops-bob@127.0.0.1"),
+    ]
+    assert (writes[0]["dry_run"], writes[1]["dry_run"]) == (True, False)
+    assert writes[1]["filters"] == {"id": ["bad-0", "bad-2"]}
+    assert writes[2]["keys"] == [command_key("service-a", dead_key)]
 
 
 def service_b_breaking(url: str) -> dict[str, Any]:
