@@ -32,7 +32,7 @@ from starlette.staticfiles import StaticFiles
 
 from s2s_daemon.errors import DeadLetterQueueError, DependencyUnavailable
 from s2s_daemon.http.admin import AdminToken
-from s2s_daemon.http.jobs import JobRunner, JobsBusy
+from s2s_daemon.http.jobs import JobBody, JobRunner, JobsBusy
 from s2s_daemon.http.responses import (
     CommandLookup,
     CommandRecordBody,
@@ -51,7 +51,14 @@ from s2s_daemon.messaging.contracts import Reply
 from s2s_daemon.observability.correlation import TraceContext
 from s2s_daemon.observability.history import MetricsHistory
 from s2s_daemon.observability.logging import get_logger
-from s2s_daemon.ops.dlq import DeadLetterQueue, Selection, edited_body, list_dead_letters, show_dead_letter
+from s2s_daemon.ops.dlq import (
+    DeadLetterQueue,
+    ProgressFn,
+    Selection,
+    edited_body,
+    list_dead_letters,
+    show_dead_letter,
+)
 from s2s_daemon.ops.outbox import dead_documents, mongo_client, outbox_collection, retry_dead
 from s2s_daemon.outbox.record import OutboxRecord, command_key
 from s2s_daemon.outbox.writer import OutboxWriter
@@ -273,7 +280,7 @@ class Console:
             return _invalid('an edited body needs exactly one message: filters {"id": [ID]}')
         settings, limit = self._settings, parsed.limit
 
-        async def run(progress: Any, stop: asyncio.Event) -> dict[str, Any]:
+        async def run(progress: ProgressFn, stop: asyncio.Event) -> dict[str, Any]:
             async with self._dlq_reads, DeadLetterQueue.from_settings(settings) as dlq:
                 report = await dlq.replay(selection, limit=limit, body=body, stop=stop, progress=progress)
             return report.as_json()
@@ -294,7 +301,7 @@ class Console:
             return _invalid(str(exc))
         settings, dry_run = self._settings, parsed.dry_run
 
-        async def run(progress: Any, stop: asyncio.Event) -> dict[str, Any]:
+        async def run(progress: ProgressFn, stop: asyncio.Event) -> dict[str, Any]:
             async with self._dlq_reads, DeadLetterQueue.from_settings(settings) as dlq:
                 report = await dlq.purge(selection, dry_run=dry_run, stop=stop, progress=progress)
             return report.as_json()
@@ -330,7 +337,7 @@ class Console:
             {"retry-after": "2"},
         )
 
-    def _submit(self, request: Request, kind: str, what: Mapping[str, Any], run: Any) -> Response:
+    def _submit(self, request: Request, kind: str, what: Mapping[str, Any], run: JobBody) -> Response:
         who = _who(request)
         try:
             job = self.jobs.submit(kind, who, run)

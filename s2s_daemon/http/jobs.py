@@ -19,7 +19,7 @@ from typing import Any, Literal
 from s2s_daemon.clock import now_ms
 from s2s_daemon.observability.logging import get_logger
 
-__all__ = ["Job", "JobRunner", "JobsBusy"]
+__all__ = ["Job", "JobBody", "JobRunner", "JobsBusy"]
 
 log = get_logger("s2s.http.console")
 
