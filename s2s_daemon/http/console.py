@@ -71,6 +71,12 @@ log = get_logger("s2s.http.console")
 STATIC = files("s2s_daemon.http") / "static"
 FILTER_PARAMS = ("id", "reason", "routing_key", "correlation_id")
 _MAX_LIST = 1000
+# The browser itself refuses anything from another origin (and framing by another site's page).
+_PAGE_HEADERS = {
+    "content-security-policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
 _OPERATOR = re.compile(r"^[\w .@-]{1,64}$")
 
 
@@ -176,7 +182,7 @@ class Console:
     # reads ---------------------------------------------------------------------------------------
     async def page(self, _: Request) -> Response:
         html = (STATIC / "console.html").read_text(encoding="utf-8")
-        return HTMLResponse(html, headers={"cache-control": "no-store"})
+        return HTMLResponse(html, headers={"cache-control": "no-store", **_PAGE_HEADERS})
 
     async def history_json(self, _: Request) -> Response:
         body = HistoryBody.model_validate(self.history.as_json())

@@ -161,6 +161,8 @@ async def test_console_charts_dead_letter_replay_and_command_lookup(
                 wrong = await http.post(path, json=body, headers={"Authorization": "Bearer not-the-token-at-all"})
                 assert (anonymous.status_code, wrong.status_code) == (401, 401), path
                 assert anonymous.headers["www-authenticate"].startswith("Bearer")
+            page = await http.get("/console")
+        assert page.headers["content-security-policy"].startswith("default-src 'self'")
         assert await queue_depth(daemon.topology.dlq_name) == 1
 
         await asyncio.to_thread(browser.set_window_size, 1280, 1600)
@@ -196,6 +198,7 @@ async def test_console_charts_dead_letter_replay_and_command_lookup(
         assert await text(browser, "breaker-now-service-a") == "CLOSED"
         assert "CLOSED" in await text(browser, "timeline-service-a")
         assert await js(browser, UNLABELLED) == []
+        assert not [e for e in await asyncio.to_thread(browser.get_log, "browser") if e["level"] == "SEVERE"]
         assert await tab_order(browser, 8) == [
             "A:Skip to content",
             "A:status table",
