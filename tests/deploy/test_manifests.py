@@ -109,13 +109,15 @@ def _stages() -> dict[str, str]:
     return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
-def test_production_image_is_the_default_target_and_installs_no_extra() -> None:
-    """`docker build .` builds the runtime stage (the last one): the wheel alone; the demo stage adds `local`."""
+def test_production_image_is_the_default_target_and_installs_only_the_otel_extra() -> None:
+    """`docker build .` builds the runtime stage (the last one): the wheel with the `otel` extra only (tracing,
+    off until OTEL_* turn it on); the demo stage adds `local`."""
     stages = _stages()
     assert list(stages)[-1] == "runtime"
     (install,) = [line for line in stages["runtime"].splitlines() if "pip install" in line]
     assert "/wheels/s2s_daemon-*.whl" in install
-    assert "[" not in install.partition("pip install")[2]
+    assert re.findall(r"\[([^\]]*)\]", install.partition("pip install")[2]) == ["otel"]
+    assert "otel" in re.search(r"pip wheel .*'\.\[([^\]]*)\]'", stages["build"]).group(1).split(",")
     assert "[local]" in stages["demo"]
     compose = _load(ROOT / "docker-compose.yml")
     assert compose["services"]["demo"]["build"]["target"] == "demo"
