@@ -33,6 +33,7 @@ from s2s_daemon.observability.metrics import Metrics
 from s2s_daemon.observability.tracing import NO_TRACING, Tracing
 from s2s_daemon.outbox.record import OutboxRecord, webhook_routing_key
 from s2s_daemon.outbox.writer import OutboxWriter
+from s2s_daemon.pipeline.spans import outbox_span
 from s2s_daemon.settings import WebhookSourceSettings
 
 __all__ = ["WEBHOOK_RESULTS", "WebhookIntake", "webhook_routing_key"]
@@ -88,7 +89,9 @@ class WebhookIntake:
 
         record = self._record(service, verified, request)
         try:
-            result = await self._outbox.write(record)
+            with outbox_span(self._tracing, self._outbox, "insert") as span:
+                result = await self._outbox.write(record)
+                span.set("s2s.outbox.created", result.created)
         except DependencyUnavailable as exc:
             self._count(service, "unavailable")
             log.warning("webhook.outbox_unavailable", service=service, error=exc.detail)

@@ -94,13 +94,14 @@ class AmqpPublisher:
         stored = TraceContext.parse(record.headers.get(H_TRACEPARENT), record.headers.get(H_TRACESTATE))
         linked = record.kind != "command"
         with self._tracing.span(
-            f"publish {destination or '(default)'}",
+            f"publish {destination}" if what == "event" else "publish (reply)",  # reply queues: per caller
             SpanKind.PRODUCER,
             {
                 "messaging.system": "rabbitmq",
                 "messaging.operation.type": "send",
                 "messaging.operation.name": "publish",
                 "messaging.destination.name": destination,
+                "messaging.destination.temporary": destination.startswith("amq.gen-") or None,
                 "messaging.rabbitmq.destination.routing_key": record.event_routing_key if what == "event" else None,
                 "messaging.message.id": record.event_id,
                 "messaging.message.conversation_id": record.correlation_id,
