@@ -2,12 +2,15 @@
 (decoded with ``opentelemetry-proto``), spans kept in memory, and a renderer of a trace as an indented tree.
 
 It answers as a collector does (200 with an empty ``ExportTraceServiceResponse``), so the SDK's exporter sees a
-successful export. The tracing tests and the bench's traced runs use it.
+successful export. The tracing tests run it in their event loop; the bench's traced runs start it as a process
+(``python -m tests.otlp PORT``: counts only, ``GET /stats`` answers them).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +57,8 @@ class Receiver:
     port: int = 0
     spans: list[Span] = field(default_factory=list)
     requests: int = 0
+    keep: bool = True  # False: count the spans, keep none (the bench's long runs)
+    received: int = 0
 
     @property
     def endpoint(self) -> str:
@@ -65,7 +70,10 @@ class Receiver:
         message = ExportTraceServiceRequest()
         message.ParseFromString(await request.read())
         self.requests += 1
-        self.spans.extend(decode(message))
+        spans = list(decode(message))
+        self.received += len(spans)
+        if self.keep:
+            self.spans.extend(spans)
         return web.Response(
             body=ExportTraceServiceResponse().SerializeToString(), content_type="application/x-protobuf"
         )
@@ -149,10 +157,15 @@ def render(spans: list[Span], *, external_root: str | None = None) -> str:
 
 
 @contextlib.asynccontextmanager
-async def running_receiver(port: int = 0) -> AsyncIterator[Receiver]:
-    receiver = Receiver()
+async def running_receiver(port: int = 0, *, keep: bool = True) -> AsyncIterator[Receiver]:
+    receiver = Receiver(keep=keep)
     app = web.Application()
     app.router.add_post("/v1/traces", receiver.handle)
+
+    async def stats(_: web.Request) -> web.Response:
+        return web.json_response({"requests": receiver.requests, "spans": receiver.received})
+
+    app.router.add_get("/stats", stats)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
@@ -162,3 +175,13 @@ async def running_receiver(port: int = 0) -> AsyncIterator[Receiver]:
         yield receiver
     finally:
         await runner.cleanup()
+
+
+async def _serve(port: int) -> None:
+    async with running_receiver(port, keep=False):
+        await asyncio.Event().wait()  # until SIGTERM/SIGINT ends the process
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(int(sys.argv[1])))
