@@ -242,13 +242,25 @@ class Bench:
         received = httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5).json()
         receiver.stop()
         off = stream_rate(scenarios.get("tracing-off"))
-        out: dict[str, Any] = {"spans_received": received["spans"], "export_requests": received["requests"]}
+        off_cpu = cpu_ms_per_command(scenarios.get("tracing-off"), "tracing-off", self.plan.warmup)
+        out: dict[str, Any] = {
+            "spans_received": received["spans"],
+            "export_requests": received["requests"],
+            "tracing-off": {"per_s": off, "cpu_ms_per_command": off_cpu},
+        }
         for name, _ in TRACING_RUNS[1:]:
             rate = stream_rate(scenarios.get(name))
-            out[name] = {"per_s": rate, "of_off": round(rate / off, 3) if rate is not None and off else None}
+            cpu = cpu_ms_per_command(scenarios.get(name), name, self.plan.warmup)
+            out[name] = {
+                "per_s": rate,
+                "of_off": round(rate / off, 3) if rate is not None and off else None,
+                "cpu_ms_per_command": cpu,
+                "cpu_of_off": round(cpu / off_cpu, 3) if cpu is not None and off_cpu else None,
+            }
         self.log(
-            f"bench:   tracing: on 100% {out['tracing-100']['of_off']}x, on 10% {out['tracing-10']['of_off']}x "
-            f"of untraced; {received['spans']:,} spans received"
+            f"bench:   tracing: throughput on 100% {out['tracing-100']['of_off']}x, on 10% "
+            f"{out['tracing-10']['of_off']}x of untraced; daemon CPU per command {out['tracing-100']['cpu_of_off']}x "
+            f"and {out['tracing-10']['cpu_of_off']}x; {received['spans']:,} spans received"
         )
         return out
 
@@ -617,6 +629,18 @@ def stream_rate(scenario: dict[str, Any] | None) -> float | None:
         return None
     rate: float | None = scenario["streams"][0]["throughput_per_s"]
     return rate
+
+
+def cpu_ms_per_command(scenario: dict[str, Any] | None, process: str, warmup: int) -> float | None:
+    """The daemon's CPU milliseconds per command over a load run (warm-up included): less sensitive than
+    commands/s to other work on the machine."""
+    if not scenario or not scenario.get("streams"):
+        return None
+    stats = scenario.get("processes", {}).get(process)
+    done = int(scenario["streams"][0]["succeeded"]) + warmup
+    if not stats or not done:
+        return None
+    return round(float(stats["cpu_seconds"]) * 1000 / done, 3)
 
 
 def _ms(value: float | None) -> str:

@@ -93,11 +93,15 @@ def _tracing_row(results: dict[str, Any]) -> TargetRow:
     if not tracing or off is None:
         return TargetRow(measure, target, "not measured", "the tracing scenario did not run")
     full, tenth = tracing.get("tracing-100", {}), tracing.get("tracing-10", {})
+    untraced = tracing.get("tracing-off", {})
     measured = f"100%: {fmt_num(full.get('of_off'), 2)}x, 10%: {fmt_num(tenth.get('of_off'), 2)}x"
     notes = (
         f"untraced {fmt_num(off['throughput_per_s'])}/s, every trace {fmt_num(full.get('per_s'))}/s, one in ten "
-        f"{fmt_num(tenth.get('per_s'))}/s; {fmt_num(tracing.get('spans_received'))} spans received by the local "
-        "OTLP/HTTP receiver; single short runs on a shared machine: noisy"
+        f"{fmt_num(tenth.get('per_s'))}/s; daemon CPU per command {fmt_num(untraced.get('cpu_ms_per_command'), 2)} "
+        f"/ {fmt_num(full.get('cpu_ms_per_command'), 2)} / {fmt_num(tenth.get('cpu_ms_per_command'), 2)} ms "
+        f"({fmt_num(full.get('cpu_of_off'), 2)}x and {fmt_num(tenth.get('cpu_of_off'), 2)}x); "
+        f"{fmt_num(tracing.get('spans_received'))} spans received by the local OTLP/HTTP receiver; "
+        "single short runs on a shared machine: noisy"
     )
     return TargetRow(measure, target, measured, notes)
 
