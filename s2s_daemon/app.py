@@ -141,6 +141,7 @@ class Daemon:
             s.outbox,
             self.metrics,
             owner=self.owner,
+            tracing=self.tracing,
         )
         self.outbox = OutboxWriter.for_beanie(self.relay)
         self.clients = {

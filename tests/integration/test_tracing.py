@@ -115,8 +115,9 @@ async def test_amqp_command_is_one_trace_continuing_the_producer(
 ) -> None:
     """A pika-published command with traceparent/tracestate: the consumer span's parent is the producer's span, the
     client span has service-a's 201 and is what service-a received (with the tracestate), the relay's reply and
-    event are producer spans in the same trace whose context the published messages carry; the log lines of the
-    command carry trace_id/span_id, and the latency histogram's exemplar names the trace."""
+    event are producer spans in the same trace whose context the published messages carry, and its mark-sent
+    update links to the command; the log lines of the command carry trace_id/span_id, and the latency
+    histogram's exemplar names the trace."""
     key = uuid.uuid4().hex
     command = Outgoing(
         "service-a.create-resource",
@@ -149,6 +150,16 @@ async def test_amqp_command_is_one_trace_continuing_the_producer(
     assert reply.headers["traceparent"] == f"00-{CALLER_TRACE}-{reply_span.span_id}-01"
     assert event_message.headers["traceparent"] == f"00-{CALLER_TRACE}-{event_span.span_id}-01"
     assert reply.headers["tracestate"] == event_message.headers["tracestate"] == TRACESTATE
+
+    def marked_sent() -> list[Span]:
+        return [s for s in receiver.spans if s.name == "update outbox" and (CALLER_TRACE, consumer.span_id) in s.links]
+
+    [mark] = await wait_for(marked_sent, timeout=20)
+    assert (mark.kind, mark.attributes["db.operation.name"], mark.attributes["s2s.outbox.status"]) == (
+        "client",
+        "update",
+        "sent",
+    )
 
     completed = [line for line in traced.log_lines() if line.get("event") == "command.completed"]
     assert [(line["trace_id"], line["span_id"]) for line in completed] == [(CALLER_TRACE, consumer.span_id)]
