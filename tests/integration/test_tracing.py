@@ -316,14 +316,21 @@ async def test_webhook_is_a_server_span_and_its_event_is_linked(
     assert orjson.loads(event_message.body)["type"] == "webhook.acme.invoice.paid"
 
 
-async def test_sdk_disabled_exports_nothing(
-    make_settings: SettingsFactory, cleanup_namespace: None, receiver: Receiver, run_id: str, tmp_path: Path
+@pytest.mark.parametrize("variables", ["none", "sdk-disabled"])
+async def test_without_tracing_nothing_is_recorded_or_exported(
+    make_settings: SettingsFactory,
+    cleanup_namespace: None,
+    receiver: Receiver,
+    run_id: str,
+    tmp_path: Path,
+    variables: str,
 ) -> None:
-    """OTEL_SDK_DISABLED=true beside an exporter and endpoint: commands flow, the traceparent is forwarded as
-    before (a new span id in the caller's trace), and after the drain the receiver got no request at all."""
-    env = otel_env(receiver, OTEL_SDK_DISABLED="true")
+    """With no OTEL_* variable (none), or with OTEL_SDK_DISABLED=true beside an exporter and an endpoint: commands
+    flow, the traceparent is forwarded as before (a new span id in the caller's trace), log lines carry the trace id
+    but no span id, the histograms carry no exemplar, and after the drain the receiver got no request."""
+    env = {} if variables == "none" else otel_env(receiver, OTEL_SDK_DISABLED="true")
     key = uuid.uuid4().hex
-    async with daemon_subprocess(settings_values(make_settings()), env, tmp_path / "daemon.log"):
+    async with daemon_subprocess(settings_values(make_settings()), env, tmp_path / "daemon.log") as daemon:
         command = Outgoing(
             "service-a.create-resource",
             b'{"name": "untraced"}',
@@ -332,7 +339,13 @@ async def test_sdk_disabled_exports_nothing(
         )
         [reply] = await pika_send(f"{run_id}.commands", [command], expect_replies=1, timeout=30)
         assert reply.json()["status"] == "succeeded"
+        async with httpx.AsyncClient(timeout=5) as http:
+            scrape = await http.get(f"{daemon.url}/metrics", headers={"accept": "application/openmetrics-text"})
+        completed = [line for line in daemon.log_lines() if line.get("event") == "command.completed"]
     forwarded = TraceContext.parse(reply.headers["traceparent"])
     assert forwarded is not None
     assert (forwarded.trace_id, forwarded.parent_id != CALLER_SPAN) == (CALLER_TRACE, True)
+    assert [(line["trace_id"], "span_id" in line) for line in completed] == [(CALLER_TRACE, False)]
+    assert scrape.headers["content-type"].startswith("application/openmetrics-text")
+    assert "trace_id=" not in scrape.text
     assert (receiver.requests, receiver.spans) == (0, [])
