@@ -177,6 +177,34 @@ async def running_receiver(port: int = 0, *, keep: bool = True) -> AsyncIterator
         await runner.cleanup()
 
 
+@contextlib.asynccontextmanager
+async def running_grpc_receiver() -> AsyncIterator[Receiver]:
+    """The same receiver over OTLP/gRPC (``TraceService/Export``), on a free port."""
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+    receiver = Receiver()
+
+    class Service(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc] # generated, untyped
+        async def Export(  # the gRPC method's name
+            self, request: ExportTraceServiceRequest, context: Any
+        ) -> ExportTraceServiceResponse:
+            receiver.requests += 1
+            spans = list(decode(request))
+            receiver.received += len(spans)
+            receiver.spans.extend(spans)
+            return ExportTraceServiceResponse()
+
+    server = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), server)
+    receiver.port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield receiver
+    finally:
+        await server.stop(grace=None)
+
+
 async def _serve(port: int) -> None:
     async with running_receiver(port, keep=False):
         await asyncio.Event().wait()  # until SIGTERM/SIGINT ends the process

@@ -20,7 +20,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from s2s_daemon.observability.correlation import TraceContext
 from tests.conftest import DemoServices, SettingsFactory
 from tests.daemonproc import DaemonSubprocess, daemon_subprocess, settings_values
-from tests.otlp import Receiver, Span, render, running_receiver
+from tests.otlp import Receiver, Span, render, running_grpc_receiver, running_receiver
 from tests.support import Outgoing, bind_probe_queue, drain, pika_send, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -314,6 +314,31 @@ async def test_webhook_is_a_server_span_and_its_event_is_linked(
     assert event_span.attributes["s2s.outbox.kind"] == "webhook"
     assert event_message.headers["traceparent"] == f"00-{event_span.trace_id}-{event_span.span_id}-01"
     assert orjson.loads(event_message.body)["type"] == "webhook.acme.invoice.paid"
+
+
+async def test_otlp_grpc_exports_the_same_trace(
+    make_settings: SettingsFactory, cleanup_namespace: None, demo: DemoServices, run_id: str, tmp_path: Path
+) -> None:
+    """OTEL_EXPORTER_OTLP_PROTOCOL=grpc: the spans reach an OTLP/gRPC receiver, the consumer span under the
+    producer's span and the client span what service-a received."""
+    key = uuid.uuid4().hex
+    async with running_grpc_receiver() as receiver:
+        env = otel_env(receiver, OTEL_EXPORTER_OTLP_PROTOCOL="grpc")
+        async with daemon_subprocess(settings_values(make_settings()), env, tmp_path / "daemon.log"):
+            command = Outgoing(
+                "service-a.create-resource",
+                b'{"name": "grpc"}',
+                message_id=key,
+                headers={"traceparent": _traceparent()},
+            )
+            [reply] = await pika_send(f"{run_id}.commands", [command], expect_replies=1, timeout=30)
+            assert reply.json()["status"] == "succeeded"
+            await _spans(receiver, CALLER_TRACE, f"process {run_id}.service-a.commands", "POST")
+    consumer = receiver.one(CALLER_TRACE, kind="consumer")
+    assert consumer.parent_span_id == CALLER_SPAN
+    client = receiver.one(CALLER_TRACE, name="POST")
+    assert client.parent_span_id == consumer.span_id
+    assert demo.a.trace_by_key[key]["traceparent"] == f"00-{CALLER_TRACE}-{client.span_id}-01"
 
 
 @pytest.mark.parametrize("variables", ["none", "sdk-disabled"])
