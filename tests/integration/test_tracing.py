@@ -239,7 +239,8 @@ async def test_http_command_continues_the_callers_trace(
     traced: DaemonSubprocess, receiver: Receiver, demo: DemoServices, run_id: str
 ) -> None:
     """POST to the command API with a traceparent: the sidecar's server span continues it, the command's publish is
-    a producer span under it, the consumer span's parent is that producer span, and the rest is the AMQP tree."""
+    a producer span under it, the consumer span's parent is that producer span, and the rest is the AMQP tree. A
+    read through the sidecar is a server span with the HTTP attempt to service-b under it."""
     trace_id, caller = uuid.uuid4().hex, uuid.uuid4().hex[:16]
     key = f"http-{uuid.uuid4().hex}"
     async with httpx.AsyncClient(timeout=15) as http:
@@ -270,6 +271,20 @@ async def test_http_command_continues_the_callers_trace(
     consumer = receiver.one(trace_id, kind="consumer")
     assert consumer.parent_span_id == publish.span_id
     _assert_command_subtree(spans, consumer, run_id, demo, key, 201)
+
+    read_trace = uuid.uuid4().hex
+    async with httpx.AsyncClient(timeout=15) as http:
+        read = await http.get(
+            f"{traced.url}/api/service-b/resource/{answer.json()['result']['body']['id']}",
+            headers={"traceparent": _traceparent(read_trace, caller)},
+        )
+    assert read.status_code == 200, read.text
+    spans = await _spans(receiver, read_trace, "GET /api/service-b/resource/{id}", "GET")
+    server = receiver.one(read_trace, kind="server")
+    assert server.parent_span_id == caller
+    attempt = _child(spans, server, "GET")
+    assert (attempt.kind, attempt.attributes["http.response.status_code"]) == ("client", 200)
+    assert attempt.attributes["url.template"] == "/resource/{id}"
 
 
 async def test_webhook_is_a_server_span_and_its_event_is_linked(
