@@ -157,19 +157,40 @@ class AmqpPublisher:
     ) -> None:
         """A reply that is not backed by an outbox record (re-sent duplicates, invalid commands).
 
-        A re-sent stored reply passes the outbox record's event id, the message_id of the original reply.
+        A re-sent stored reply passes the outbox record's event id, the message_id of the original reply. With
+        tracing on it is a producer span under the current (consumer) span, whose context it carries.
         """
-        await self._broker.publish(
-            orjson.dumps(body),
-            exchange="",
-            routing_key=reply_to,
-            correlation_id=correlation_id,
-            message_id=message_id,
-            content_type="application/json",
-            headers={c.H_CORRELATION_ID: correlation_id, **headers},
-            persist=True,
-            mandatory=False,
-        )
+        with self._tracing.span(
+            "publish (reply)",
+            SpanKind.PRODUCER,
+            {
+                "messaging.system": "rabbitmq",
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "publish",
+                "messaging.destination.name": reply_to,
+                "messaging.destination.temporary": reply_to.startswith("amq.gen-") or None,
+                "messaging.message.id": message_id,
+                "messaging.message.conversation_id": correlation_id,
+                "s2s.outbox.message": "reply",
+            }
+            if self._tracing.enabled
+            else None,
+        ) as span:
+            onward = span.context
+            if onward is not None:
+                headers = {k: v for k, v in headers.items() if k not in (H_TRACEPARENT, H_TRACESTATE)}
+                headers.update(onward.headers())
+            await self._broker.publish(
+                orjson.dumps(body),
+                exchange="",
+                routing_key=reply_to,
+                correlation_id=correlation_id,
+                message_id=message_id,
+                content_type="application/json",
+                headers={c.H_CORRELATION_ID: correlation_id, **headers},
+                persist=True,
+                mandatory=False,
+            )
 
     async def dead_letter(
         self, raw: AbstractIncomingMessage, reason: DeadLetterReason, detail: str, routing_key: str

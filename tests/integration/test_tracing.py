@@ -177,6 +177,42 @@ async def test_amqp_command_is_one_trace_continuing_the_producer(
     assert CALLER_TRACE in exemplars
 
 
+async def test_a_duplicate_is_answered_in_its_own_consumer_span(
+    traced: DaemonSubprocess, receiver: Receiver, demo: DemoServices, run_id: str
+) -> None:
+    """The same command twice: the second delivery's consumer span has an ``s2s.duplicate`` event, no client span,
+    and the stored reply re-sent as a producer span under it, whose context the re-sent reply carries."""
+    trace_id, key = uuid.uuid4().hex, uuid.uuid4().hex
+    command = Outgoing(
+        "service-a.create-resource",
+        b'{"name": "twice"}',
+        message_id=key,
+        headers={"traceparent": _traceparent(trace_id)},
+    )
+    [first] = await pika_send(f"{run_id}.commands", [command], expect_replies=1, timeout=30)
+    [again] = await pika_send(f"{run_id}.commands", [command], expect_replies=1, timeout=30)
+    assert first.json() == again.json()
+    assert demo.a.calls_by_key[key] == 1
+
+    def consumers() -> list[Span]:
+        found = [s for s in receiver.trace(trace_id) if s.kind == "consumer"]
+        return found if len(found) == 2 else []
+
+    _, duplicate = sorted(await wait_for(consumers, timeout=20), key=lambda s: s.start_ns)
+    assert duplicate.attributes["s2s.outcome"] == "duplicate"
+    assert "s2s.duplicate" in duplicate.event_names
+
+    def children() -> list[Span]:
+        found = [s for s in receiver.trace(trace_id) if s.parent_span_id == duplicate.span_id]
+        return found if any(s.kind == "producer" for s in found) else []
+
+    under = await wait_for(children, timeout=20)
+    assert "POST" not in [s.name for s in under]
+    [resent] = [s for s in under if s.kind == "producer"]
+    assert resent.name == "publish (reply)"
+    assert again.headers["traceparent"] == f"00-{trace_id}-{resent.span_id}-01"
+
+
 async def test_in_process_retry_is_an_event_and_a_second_client_span(
     traced: DaemonSubprocess, receiver: Receiver, demo: DemoServices, run_id: str
 ) -> None:
