@@ -127,7 +127,9 @@ class CommandGateway:
                 "messaging.message.id": command_id,
                 "messaging.message.conversation_id": correlation_id,
                 "messaging.message.body.size": len(body),
-            },
+            }
+            if self._tracing.enabled
+            else None,
         ) as span:
             onward = span.context or trace.child()
             await self._publish(body, routing_key, command_id, correlation_id, onward, want_reply)

@@ -28,6 +28,8 @@ __all__ = [
     "release_quietly",
 ]
 
+_CLAIM_SPAN = redis_attributes("EVALSHA", "claim")
+
 # Waits before a redelivery, by cause (the next delay-ladder rung up is used).
 DELAY_IN_FLIGHT_S = 2.0
 DELAY_DEPENDENCY_S = 5.0
@@ -95,7 +97,7 @@ class ClaimKey:
     async def __call__(self, job: Job) -> None:
         cmd = job.cmd
         try:
-            with self._tracing.span("EVALSHA", SpanKind.CLIENT, redis_attributes("EVALSHA", "claim")) as span:
+            with self._tracing.span("EVALSHA", SpanKind.CLIENT, _CLAIM_SPAN) as span:
                 claim = await self._store.claim(cmd.downstream, cmd.key, self._owner, cmd.fingerprint)
                 span.set("s2s.idempotency.state", claim.state.value)
         except DependencyUnavailable as exc:
