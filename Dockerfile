@@ -12,8 +12,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY s2s_daemon ./s2s_daemon
-# Wheels for the `local` extra too, for the demo image only; the runtime stage installs none of them.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[local]'
+# Wheels for the `otel` extra (tracing, installed by the runtime stage) and the `local` extra (demo image only).
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[local,otel]'
 
 
 FROM python:3.11-slim-bookworm AS base
@@ -53,10 +53,14 @@ CMD ["demo", "--host", "0.0.0.0"]
 # The production image (the default target, so it stays last).
 FROM base AS runtime
 
-# The wheels are bind-mounted, not copied, so they never become a layer of the final image. No extra: the
-# `local` (embedded Mongo-wire server for `make run`) and `httpx` (http_client: httpx) extras stay out.
+# The wheels are bind-mounted, not copied, so they never become a layer of the final image. One extra, `otel`:
+# tracing, off until the standard OTEL_* variables turn it on (docs/tracing.md). The `local` (embedded
+# Mongo-wire server for `make run`) and `httpx` (http_client: httpx) extras stay out.
+# DL3013: "$1" is the wheel file built above (its version is the project's); hadolint reads it as a package name.
+# hadolint ignore=DL3013
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links=/wheels /wheels/s2s_daemon-*.whl
+    set -- /wheels/s2s_daemon-*.whl \
+    && pip install --no-cache-dir --no-index --find-links=/wheels "$1[otel]"
 
 USER 10001:10001
 EXPOSE 8080

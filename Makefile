@@ -17,8 +17,8 @@ help:
 	@echo "make docs   - the reference site under docs/ (mkdocs build --strict into .site/)"
 	@echo "make lint | typecheck | fmt | bench | clean"
 
-# Extras: `local` is what `make run` needs (nx-27017, mirakuru); `dev` (tests, lint, bench, chaos) includes
-# `local` and `httpx`. A production install (the image) takes the wheel with no extra.
+# Extras: `local` is what `make run` needs (nx-27017, mirakuru), with `otel` (tracing, off unless OTEL_* ask);
+# `dev` (tests, lint, bench, chaos) includes `local`, `otel` and `httpx`. The image takes the wheel with `otel`.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 $(LOCAL_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[local]'
+	$(BIN)/pip install --quiet -e '.[local,otel]'
 	touch $(LOCAL_STAMP)
 
 venv: $(STAMP)

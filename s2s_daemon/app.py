@@ -50,6 +50,7 @@ from s2s_daemon.messaging import (
     Topology,
 )
 from s2s_daemon.observability import Metrics, StateSampler, get_logger, package_version, redact_url
+from s2s_daemon.observability.tracing import Tracing
 from s2s_daemon.outbox import OutboxDocument, OutboxWriter, Relay, count_in_status
 from s2s_daemon.pipeline import CommandPipeline
 from s2s_daemon.resilience import DownstreamClient, SharedBreakerState
@@ -80,6 +81,8 @@ class Daemon:
         self.settings = settings
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.metrics = Metrics()
+        # the standard OTEL_* variables alone turn tracing on (docs/tracing.md); off, nothing of it is imported
+        self.tracing = Tracing.from_environ(os.environ, settings.service_name, package_version())
         self.topology = Topology.from_settings(settings.amqp, tuple(settings.downstreams))
         self.draining = False
         self._heartbeat = time.monotonic()
@@ -131,16 +134,19 @@ class Daemon:
             app_id=s.service_name,
             apply_types=False,
         )
-        publisher = AmqpPublisher(self.broker, self.topology, s.service_name)
+        publisher = AmqpPublisher(self.broker, self.topology, s.service_name, self.tracing)
         self.relay = Relay(
             OutboxDocument.get_pymongo_collection(),
             publisher.publish_outbox_document,
             s.outbox,
             self.metrics,
             owner=self.owner,
+            tracing=self.tracing,
         )
         self.outbox = OutboxWriter.for_beanie(self.relay)
-        self.clients = {name: DownstreamClient(name, ds, self.metrics) for name, ds in s.downstreams.items()}
+        self.clients = {
+            name: DownstreamClient(name, ds, self.metrics, tracing=self.tracing) for name, ds in s.downstreams.items()
+        }
         store = IdempotencyStore(
             self.redis,
             s.idempotency.key_prefix,
@@ -159,6 +165,7 @@ class Daemon:
             self.metrics,
             self.owner,
             on_redis_down=self.redis_hold.report_down,
+            tracing=self.tracing,
         )
         for name, ds in s.downstreams.items():
             prefetch = ds.prefetch or s.amqp.prefetch
@@ -283,6 +290,8 @@ class Daemon:
             await self._quietly("redis", self.redis.aclose())
         if self.mongo is not None:
             await self._quietly("mongodb", self.mongo.close())
+        if self.tracing.enabled:  # the spans still buffered go out (bounded by the exporter's timeout)
+            await self._quietly("tracing", asyncio.to_thread(self.tracing.shutdown))
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -396,7 +405,7 @@ class Daemon:
                     for name, client in self.clients.items()
                 ),
             ],
-            render_metrics=self.metrics.render,
+            render_metrics=self.metrics.exposition,
             is_draining=lambda: self.draining,
             heartbeat=lambda: self._heartbeat,
             metrics=self.metrics,
@@ -411,5 +420,7 @@ class Daemon:
                 self.owner,
                 s.service_name,
                 publish_timeout=s.api.publish_timeout_seconds,
+                tracing=self.tracing,
             ),
+            tracing=self.tracing,
         )

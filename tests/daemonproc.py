@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -103,7 +109,7 @@ async def running_daemons(
         await stop_daemons(daemons)
 
 
-async def wait_ready(daemon: DaemonProcess, timeout: float = 20.0) -> None:
+async def wait_ready(daemon: DaemonProcess | DaemonSubprocess, timeout: float = 20.0) -> None:
     async def ready() -> bool:
         try:
             async with httpx.AsyncClient(timeout=2.0) as http:
@@ -123,3 +129,69 @@ async def consumer_count(queue_name: str) -> int:
         except aio_pika.exceptions.ChannelClosed:
             return 0
         return int(queue.declaration_result.consumer_count or 0)
+
+
+# A daemon with an environment of its own (a forkserver child inherits the server's, set when it started).
+_RUN_DAEMON = "import json, sys; from tests.crashproc import run_daemon; run_daemon(json.loads(sys.argv[1]), None, 0)"
+
+
+@dataclass
+class DaemonSubprocess:
+    process: asyncio.subprocess.Process
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The JSON log lines it wrote so far."""
+        lines = []
+        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(ValueError):
+                lines.append(json.loads(line))
+        return lines
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(encoding="utf-8")[-3000:]
+
+
+@contextlib.asynccontextmanager
+async def daemon_subprocess(
+    values: dict[str, Any], env: dict[str, str], log_path: Path, log_level: str = "INFO"
+) -> AsyncIterator[DaemonSubprocess]:
+    """``python -c run_daemon(values)`` with the test's environment less every ``OTEL_*`` variable, plus ``env``;
+    ready when it yields, drained by SIGTERM (a clean exit, asserted) after."""
+    port = free_port()
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    child_env.update(env, S2S_CHILD_LOG=log_level, PYTHONPATH=str(Path(__file__).parents[1]))
+    child_values = merged(values, http={"host": "127.0.0.1", "port": port})
+    log = await asyncio.to_thread(log_path.open, "wb")
+    with log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _RUN_DAEMON,
+            json.dumps(child_values),
+            env=child_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).parents[1],
+        )
+    daemon = DaemonSubprocess(process, port, log_path)
+    try:
+        try:
+            await wait_ready(daemon)
+        except AssertionError:
+            raise AssertionError(f"daemon not ready (exit code {process.returncode}): {daemon.log_tail()}") from None
+        yield daemon
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), 30)
+        except TimeoutError:  # pragma: no cover - a hung child
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, f"daemon exited {process.returncode}: {daemon.log_tail()}"

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -42,6 +41,7 @@ from s2s_daemon.messaging.gateway import CommandGateway
 from s2s_daemon.messaging.topology import Topology
 from s2s_daemon.observability.history import MetricsHistory
 from s2s_daemon.observability.metrics import Metrics
+from s2s_daemon.observability.tracing import NO_TRACING, Tracing
 from s2s_daemon.outbox.writer import OutboxWriter
 from s2s_daemon.resilience.client import DownstreamClient
 from s2s_daemon.settings import Settings
@@ -60,7 +60,7 @@ class SidecarContext:
     version: str
     settings: Settings
     checks: list[HealthCheck]  # every dependency and breaker check; add more here
-    render_metrics: Callable[[], bytes]
+    render_metrics: Callable[[str | None], tuple[bytes, str]]  # Accept header -> body, content type
     is_draining: Callable[[], bool]
     heartbeat: Callable[[], float]  # monotonic time of the last event-loop heartbeat
     metrics: Metrics
@@ -71,6 +71,7 @@ class SidecarContext:
     clients: Mapping[str, DownstreamClient]
     gateway: CommandGateway
     liveness_max_lag_s: float = 10.0
+    tracing: Tracing = NO_TRACING
 
 
 class _HealthJSON(JSONResponse):
@@ -93,7 +94,9 @@ def _exposure_routes(ctx: SidecarContext, ledger: SubmissionLedger) -> list[Base
     routes: list[BaseRoute] = []
     for exposure in declared_exposures(s):
         if exposure.kind == "read":
-            reader = ResourceRead(ctx.clients[exposure.downstream], exposure.routing_key, exposure.route, cache)
+            reader = ResourceRead(
+                ctx.clients[exposure.downstream], exposure.routing_key, exposure.route, cache, ctx.tracing
+            )
             routes.append(Route(exposure.path, reader.handle, methods=["GET"]))
             continue
         submission = CommandSubmission(
@@ -169,8 +172,9 @@ def create_app(ctx: SidecarContext) -> ASGIApp:
             report.body(ctx.service_id, ctx.version), status_code=503 if report.status == "fail" else 200
         )
 
-    async def metrics(_: Request) -> Response:
-        return Response(ctx.render_metrics(), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request) -> Response:
+        body, content_type = ctx.render_metrics(request.headers.get("accept"))  # OpenMetrics carries exemplars
+        return Response(body, headers={"content-type": content_type})
 
     async def openapi_json(_: Request) -> Response:
         return JSONResponse(openapi)
@@ -190,7 +194,7 @@ def create_app(ctx: SidecarContext) -> ASGIApp:
         ),
         Route(
             "/api/webhooks/{service}",
-            WebhookIntake(s.webhooks, ctx.outbox, ctx.metrics, s.service_name).handle,
+            WebhookIntake(s.webhooks, ctx.outbox, ctx.metrics, s.service_name, ctx.tracing).handle,
             methods=["POST"],
         ),
     ]
@@ -212,4 +216,4 @@ def create_app(ctx: SidecarContext) -> ASGIApp:
             await ctx.gateway.stop()
 
     handlers: dict[Any, Any] = {HTTPException: _http_error}
-    return CorrelationMiddleware(Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan))
+    return CorrelationMiddleware(Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan), ctx.tracing)

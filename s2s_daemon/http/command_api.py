@@ -182,7 +182,7 @@ class CommandSubmission:
                     self.routing_key,
                     command_id=key,
                     correlation_id=correlation.correlation_id,
-                    trace=correlation.trace.child(),
+                    trace=correlation.trace,  # the caller's: the gateway sends it onward
                     want_reply=future is not None,
                 )
             except DependencyUnavailable:

@@ -5,11 +5,15 @@ The correlation id is ``X-Correlation-ID``, else ``X-Request-ID``, else the trac
 request carries it), stored on the request for the handlers (which carry it into AMQP properties and
 headers), and returned in ``X-Correlation-ID`` on every response, errors included. The trace context
 (``traceparent`` and its ``tracestate``) is the caller's when its ``traceparent`` is valid, else a new trace.
+
+With tracing on, each request but the polled ones (health, probes, metrics, status) is a server span continuing
+the caller's ``traceparent``, named ``<method> <route template>``, with the HTTP semantic-convention attributes.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -25,6 +29,7 @@ from s2s_daemon.observability.correlation import (
     new_correlation_id,
 )
 from s2s_daemon.observability.logging import get_logger
+from s2s_daemon.observability.tracing import NO_TRACING, Span, SpanKind, Tracing
 
 __all__ = ["CorrelationMiddleware", "RequestCorrelation", "correlation_of"]
 
@@ -69,17 +74,21 @@ def correlation_of(request: Request) -> RequestCorrelation:
 
 
 class CorrelationMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, tracing: Tracing = NO_TRACING) -> None:
         self.app = app
+        self._tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        correlation = RequestCorrelation.from_headers(Headers(scope=scope))
+        headers = Headers(scope=scope)
+        correlation = RequestCorrelation.from_headers(headers)
         scope.setdefault("state", {})[_STATE_KEY] = correlation
         status = 500
         started = time.perf_counter()
+        path = scope.get("path", "")
+        quiet = path in _QUIET_PATHS
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -92,10 +101,12 @@ class CorrelationMiddleware:
             correlation_id=correlation.correlation_id, traceparent=correlation.trace.header
         ):
             try:
-                await self.app(scope, receive, send_with_id)
+                if quiet or not self._tracing.enabled:
+                    await self.app(scope, receive, send_with_id)
+                else:
+                    await self._traced(scope, receive, send_with_id, headers, lambda: status)
             finally:
-                path = scope.get("path", "")
-                emit = log.debug if path in _QUIET_PATHS else log.info
+                emit = log.debug if quiet else log.info
                 emit(
                     "http.request",
                     method=scope.get("method"),
@@ -103,3 +114,41 @@ class CorrelationMiddleware:
                     status=status,
                     ms=round((time.perf_counter() - started) * 1000, 2),
                 )
+
+    async def _traced(
+        self, scope: Scope, receive: Receive, send: Send, headers: Headers, status: Callable[[], int]
+    ) -> None:
+        """The request as a server span: its parent is the caller's valid ``traceparent``, if any."""
+        method = str(scope.get("method", "GET"))
+        client, server = scope.get("client"), scope.get("server")
+        with self._tracing.span(
+            method,
+            SpanKind.SERVER,
+            {
+                "http.request.method": method,
+                "url.path": scope.get("path", ""),
+                "url.query": scope.get("query_string", b"").decode("latin-1") or None,
+                "url.scheme": scope.get("scheme", "http"),
+                "network.protocol.version": scope.get("http_version"),
+                "server.address": server[0] if server else None,
+                "server.port": server[1] if server else None,
+                "client.address": client[0] if client else None,
+                "user_agent.original": headers.get("user-agent"),
+            },
+            parent=_request_trace(headers),
+            root=True,
+        ) as span:
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                _finish(span, scope, method, status())
+
+
+def _finish(span: Span, scope: Scope, method: str, status: int) -> None:
+    route = getattr(scope.get("route"), "path", None)
+    if route is not None:
+        span.rename(f"{method} {route}")
+        span.set("http.route", route)
+    span.set("http.response.status_code", status)
+    if status >= 500:
+        span.error(str(status))

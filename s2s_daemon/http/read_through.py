@@ -28,6 +28,7 @@ from s2s_daemon.http.correlation import correlation_of
 from s2s_daemon.http.responses import ErrorBody, model_response
 from s2s_daemon.messaging.contracts import ErrorKind
 from s2s_daemon.observability.logging import get_logger
+from s2s_daemon.observability.tracing import NO_TRACING, Tracing
 from s2s_daemon.resilience.client import CallOutcome, DownstreamClient
 from s2s_daemon.settings import RouteSettings
 
@@ -84,8 +85,16 @@ def _error(status: int, error: str, detail: str, headers: dict[str, str] | None 
 class ResourceRead:
     """``GET <path>`` of one read route: the path's fields fill the route's path template."""
 
-    def __init__(self, client: DownstreamClient, routing_key: str, route: RouteSettings, cache: StaleCache) -> None:
+    def __init__(
+        self,
+        client: DownstreamClient,
+        routing_key: str,
+        route: RouteSettings,
+        cache: StaleCache,
+        tracing: Tracing = NO_TRACING,
+    ) -> None:
         self._client = client
+        self._tracing = tracing
         self._routing_key = routing_key
         self._route = route
         self._validator = Draft202012Validator(route.json_schema) if route.json_schema else None
@@ -99,7 +108,8 @@ class ResourceRead:
                 return _error(400, "invalid", error.message[:300])
         key = stale_copy_key(self._routing_key, list(params.values()))
         correlation = correlation_of(request)
-        headers = {"x-correlation-id": correlation.correlation_id, **correlation.trace.child().headers()}
+        # tracing on: each attempt's client span replaces these trace headers with its own context
+        headers = {"x-correlation-id": correlation.correlation_id, **self._tracing.forward(correlation.trace).headers()}
         outcome = await self._client.call(self._route, params, headers)
         name = self._client.name
         if outcome.ok:

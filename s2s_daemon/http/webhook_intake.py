@@ -30,8 +30,10 @@ from s2s_daemon.http.webhooks import (
 )
 from s2s_daemon.observability.logging import get_logger
 from s2s_daemon.observability.metrics import Metrics
+from s2s_daemon.observability.tracing import NO_TRACING, Tracing
 from s2s_daemon.outbox.record import OutboxRecord, webhook_routing_key
 from s2s_daemon.outbox.writer import OutboxWriter
+from s2s_daemon.pipeline.spans import outbox_span
 from s2s_daemon.settings import WebhookSourceSettings
 
 __all__ = ["WEBHOOK_RESULTS", "WebhookIntake", "webhook_routing_key"]
@@ -59,6 +61,7 @@ class WebhookIntake:
         outbox: OutboxWriter,
         metrics: Metrics,
         service_name: str,
+        tracing: Tracing = NO_TRACING,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._sources = {name: _Source(s, build_verifier(s)) for name, s in sources.items()}
@@ -66,6 +69,7 @@ class WebhookIntake:
         self._metrics = metrics
         self._service_name = service_name
         self._clock = clock
+        self._tracing = tracing
 
     async def handle(self, request: Request) -> Response:
         service = request.path_params["service"]
@@ -85,7 +89,9 @@ class WebhookIntake:
 
         record = self._record(service, verified, request)
         try:
-            result = await self._outbox.write(record)
+            with outbox_span(self._tracing, self._outbox, "insert") as span:
+                result = await self._outbox.write(record)
+                span.set("s2s.outbox.created", result.created)
         except DependencyUnavailable as exc:
             self._count(service, "unavailable")
             log.warning("webhook.outbox_unavailable", service=service, error=exc.detail)
@@ -130,7 +136,7 @@ class WebhookIntake:
             body=verified.body,  # the verifier proved it is a JSON object
             signed_at=verified.timestamp,
             correlation_id=correlation.correlation_id,
-            trace=correlation.trace.child(),
+            trace=self._tracing.forward(correlation.trace),  # tracing on: the server span, linked by the relay
             service_name=self._service_name,
             received_ms=int(self._clock() * 1000),
         )

@@ -32,6 +32,7 @@ from s2s_daemon.messaging import contracts as c
 from s2s_daemon.messaging.topology import Topology
 from s2s_daemon.observability.correlation import TraceContext
 from s2s_daemon.observability.logging import get_logger
+from s2s_daemon.observability.tracing import NO_TRACING, SpanKind, Tracing
 
 __all__ = ["CommandGateway"]
 
@@ -41,8 +42,17 @@ _WaitKey = tuple[str, str]
 
 
 class CommandGateway:
-    def __init__(self, url: str, topology: Topology, owner: str, app_id: str, publish_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        topology: Topology,
+        owner: str,
+        app_id: str,
+        publish_timeout: float = 5.0,
+        tracing: Tracing = NO_TRACING,
+    ) -> None:
         self._url = url
+        self._tracing = tracing
         self._topology = topology
         self._app_id = app_id
         self._publish_timeout = publish_timeout
@@ -100,9 +110,34 @@ class CommandGateway:
         want_reply: bool,
     ) -> None:
         """Persistent, confirmed; raises DependencyUnavailable when the broker did not confirm in time.
-        ``trace`` goes in the ``traceparent`` and ``tracestate`` headers."""
+        ``trace``, the caller's context, is sent onward in the ``traceparent`` and ``tracestate`` headers: as the
+        context of a producer span (tracing on), else with a new span id."""
         if self._exchange is None:
             raise DependencyUnavailable("rabbitmq", "sidecar gateway not started")
+        exchange = self._topology.commands_exchange_name
+        with self._tracing.span(
+            f"publish {exchange}",
+            SpanKind.PRODUCER,
+            {
+                "messaging.system": "rabbitmq",
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "publish",
+                "messaging.destination.name": exchange,
+                "messaging.rabbitmq.destination.routing_key": routing_key,
+                "messaging.message.id": command_id,
+                "messaging.message.conversation_id": correlation_id,
+                "messaging.message.body.size": len(body),
+            }
+            if self._tracing.enabled
+            else None,
+        ) as span:
+            onward = span.context or trace.child()
+            await self._publish(body, routing_key, command_id, correlation_id, onward, want_reply)
+
+    async def _publish(
+        self, body: bytes, routing_key: str, command_id: str, correlation_id: str, trace: TraceContext, want_reply: bool
+    ) -> None:
+        assert self._exchange is not None
         message = aio_pika.Message(
             body,
             message_id=command_id,

@@ -1,9 +1,15 @@
 """Every publish the daemon makes: persistent, with publisher confirms (FastStream's default channel
-confirms; ``broker.publish`` returns after the broker confirmed)."""
+confirms; ``broker.publish`` returns after the broker confirmed).
+
+With tracing on, the relay's reply and event are producer spans: children of the context the outbox record
+kept (a command's consumer span), or, for a webhook's event, a new trace linked to the request's server span.
+The published message carries the producer span's context.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -15,12 +21,16 @@ from s2s_daemon.clock import now_ms
 from s2s_daemon.errors import DeadLetterReason, DependencyUnavailable
 from s2s_daemon.messaging import contracts as c
 from s2s_daemon.messaging.topology import Topology
+from s2s_daemon.observability.correlation import H_TRACEPARENT, H_TRACESTATE, TraceContext
+from s2s_daemon.observability.tracing import NO_TRACING, SpanKind, Tracing
 
 
 class Publishable(Protocol):
     """What the relay hands over: an outbox record (``outbox.OutboxRecord``; the outbox sits beside messaging,
     and this keeps the two from importing each other)."""
 
+    @property
+    def kind(self) -> str: ...
     @property
     def correlation_id(self) -> str: ...
     @property
@@ -43,8 +53,9 @@ _BROKER_DOWN = (ChannelInvalidStateError, AMQPConnectionError, ConnectionError)
 
 
 class AmqpPublisher:
-    def __init__(self, broker: RabbitBroker, topology: Topology, app_id: str) -> None:
+    def __init__(self, broker: RabbitBroker, topology: Topology, app_id: str, tracing: Tracing = NO_TRACING) -> None:
         self._broker = broker
+        self._tracing = tracing
         self._topology = topology
         self._app_id = app_id
 
@@ -52,9 +63,14 @@ class AmqpPublisher:
         """The reply (if the command asked for one) and the event; raises unless both are confirmed
         (``DependencyUnavailable`` when the broker connection is down)."""
         headers = {c.H_CORRELATION_ID: record.correlation_id, **record.headers}
-        publishes = [self._publish_event(record, headers)]
+        publishes = [self._traced(record, self._topology.events_exchange_name, headers, self._publish_event)]
         if record.reply_to and record.reply is not None:
-            publishes.append(self._publish_reply(record, record.reply_to, record.reply, headers))
+            reply_to, reply = record.reply_to, record.reply
+            publishes.append(
+                self._traced(
+                    record, reply_to, headers, lambda r, h: self._publish_reply(r, reply_to, reply, h), "reply"
+                )
+            )
         # both confirms in flight at once; any failure fails the document (it is retried whole)
         results = await asyncio.gather(*publishes, return_exceptions=True)
         for result in results:
@@ -62,6 +78,45 @@ class AmqpPublisher:
                 raise DependencyUnavailable("rabbitmq", f"{type(result).__name__}: {result}") from result
             if isinstance(result, BaseException):
                 raise result
+
+    async def _traced(
+        self,
+        record: Publishable,
+        destination: str,
+        headers: dict[str, Any],
+        publish: Callable[[Publishable, dict[str, Any]], Awaitable[None]],
+        what: str = "event",
+    ) -> None:
+        """``publish`` inside a producer span (tracing on) whose context replaces the stored one in the headers."""
+        if not self._tracing.enabled:
+            await publish(record, headers)
+            return
+        stored = TraceContext.parse(record.headers.get(H_TRACEPARENT), record.headers.get(H_TRACESTATE))
+        linked = record.kind != "command"
+        with self._tracing.span(
+            f"publish {destination}" if what == "event" else "publish (reply)",  # reply queues: per caller
+            SpanKind.PRODUCER,
+            {
+                "messaging.system": "rabbitmq",
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "publish",
+                "messaging.destination.name": destination,
+                "messaging.destination.temporary": destination.startswith("amq.gen-") or None,
+                "messaging.rabbitmq.destination.routing_key": record.event_routing_key if what == "event" else None,
+                "messaging.message.id": record.event_id,
+                "messaging.message.conversation_id": record.correlation_id,
+                "s2s.outbox.kind": record.kind,
+                "s2s.outbox.message": what,
+            },
+            parent=None if linked else stored,
+            root=True,
+            links=[stored] if linked and stored is not None else (),
+        ) as span:
+            onward = span.context
+            if onward is not None:  # the stored tracestate goes too: the span's context carries its own
+                headers = {k: v for k, v in headers.items() if k not in (H_TRACEPARENT, H_TRACESTATE)}
+                headers.update(onward.headers())
+            await publish(record, headers)
 
     async def _publish_reply(
         self, record: Publishable, reply_to: str, reply: dict[str, Any], headers: dict[str, Any]
@@ -102,19 +157,40 @@ class AmqpPublisher:
     ) -> None:
         """A reply that is not backed by an outbox record (re-sent duplicates, invalid commands).
 
-        A re-sent stored reply passes the outbox record's event id, the message_id of the original reply.
+        A re-sent stored reply passes the outbox record's event id, the message_id of the original reply. With
+        tracing on it is a producer span under the current (consumer) span, whose context it carries.
         """
-        await self._broker.publish(
-            orjson.dumps(body),
-            exchange="",
-            routing_key=reply_to,
-            correlation_id=correlation_id,
-            message_id=message_id,
-            content_type="application/json",
-            headers={c.H_CORRELATION_ID: correlation_id, **headers},
-            persist=True,
-            mandatory=False,
-        )
+        with self._tracing.span(
+            "publish (reply)",
+            SpanKind.PRODUCER,
+            {
+                "messaging.system": "rabbitmq",
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "publish",
+                "messaging.destination.name": reply_to,
+                "messaging.destination.temporary": reply_to.startswith("amq.gen-") or None,
+                "messaging.message.id": message_id,
+                "messaging.message.conversation_id": correlation_id,
+                "s2s.outbox.message": "reply",
+            }
+            if self._tracing.enabled
+            else None,
+        ) as span:
+            onward = span.context
+            if onward is not None:
+                headers = {k: v for k, v in headers.items() if k not in (H_TRACEPARENT, H_TRACESTATE)}
+                headers.update(onward.headers())
+            await self._broker.publish(
+                orjson.dumps(body),
+                exchange="",
+                routing_key=reply_to,
+                correlation_id=correlation_id,
+                message_id=message_id,
+                content_type="application/json",
+                headers={c.H_CORRELATION_ID: correlation_id, **headers},
+                persist=True,
+                mandatory=False,
+            )
 
     async def dead_letter(
         self, raw: AbstractIncomingMessage, reason: DeadLetterReason, detail: str, routing_key: str

@@ -1,4 +1,5 @@
-"""Logging, metrics, correlation and trace context, dependency probes, sampled gauges, the package version."""
+"""Logging, metrics, correlation and trace context, tracing, dependency probes, sampled gauges, the package
+version."""
 
 from s2s_daemon.observability.correlation import TraceContext, clean_id, new_correlation_id
 from s2s_daemon.observability.history import HistoryPoint, MetricsHistory
@@ -6,17 +7,22 @@ from s2s_daemon.observability.logging import configure_logging, get_logger, reda
 from s2s_daemon.observability.metrics import Metrics
 from s2s_daemon.observability.probes import CheckResult, Status, ping_check, wait_uncancelled
 from s2s_daemon.observability.sampler import QueueNames, StateSampler
+from s2s_daemon.observability.tracing import NO_TRACING, Span, SpanKind, Tracing
 from s2s_daemon.observability.version import package_version
 
 __all__ = [
+    "NO_TRACING",
     "CheckResult",
     "HistoryPoint",
     "Metrics",
     "MetricsHistory",
     "QueueNames",
+    "Span",
+    "SpanKind",
     "StateSampler",
     "Status",
     "TraceContext",
+    "Tracing",
     "clean_id",
     "configure_logging",
     "get_logger",

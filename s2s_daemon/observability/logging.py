@@ -1,8 +1,10 @@
 """structlog configuration: JSON lines in production, a console renderer in a terminal.
 
 Every line carries the context bound for the message being handled (correlation_id, message_id,
-downstream, attempt) through ``structlog.contextvars``. Standard-library loggers (FastStream, aio-pika,
-uvicorn) are routed through the same processors, so they come out as JSON too. Secrets are redacted.
+downstream, attempt) through ``structlog.contextvars``, and ``trace_id``/``span_id`` of the span being
+recorded (tracing on), else the ``trace_id`` of the caller's ``traceparent``. Standard-library loggers
+(FastStream, aio-pika, uvicorn) are routed through the same processors, so they come out as JSON too. Secrets
+are redacted.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import orjson
@@ -36,6 +38,32 @@ def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mut
     return event_dict
 
 
+# Where the current span's ids come from: set by tracing when it is on (``observability._otel``). Module state
+# like the logging configuration itself, which is process-wide too.
+_span_ids: Callable[[], tuple[str, str] | None] | None = None
+_TRACEPARENT_LENGTH = 55
+
+
+def use_span_ids(source: Callable[[], tuple[str, str] | None] | None) -> None:
+    """Log lines take ``trace_id``/``span_id`` from ``source`` (the current span), None: from no span."""
+    global _span_ids
+    _span_ids = source
+
+
+def add_trace_ids(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Processor: ``trace_id`` and ``span_id`` of the current span; without one, the ``trace_id`` of the
+    ``traceparent`` bound for the message or request being handled."""
+    if "trace_id" in event_dict:
+        return event_dict
+    if _span_ids is not None and (ids := _span_ids()) is not None:
+        event_dict["trace_id"], event_dict["span_id"] = ids
+        return event_dict
+    traceparent = event_dict.get("traceparent")
+    if isinstance(traceparent, str) and len(traceparent) == _TRACEPARENT_LENGTH:
+        event_dict["trace_id"] = traceparent[3:35]
+    return event_dict
+
+
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
     """Ours, so reconfiguring replaces it instead of stacking a second one."""
 
@@ -50,6 +78,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", *, stream: Any = N
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

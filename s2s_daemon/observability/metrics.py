@@ -2,12 +2,30 @@
 
 One ``Metrics`` per daemon with its own registry (no global state: tests run several daemons in one
 process). Label values come only from configuration (downstream names) and closed enums (outcomes).
+
+The latency histograms carry exemplars (the trace id of a recorded span, when tracing is on); Prometheus
+format 0.0.4 cannot carry them, so ``exposition`` answers OpenMetrics to a scraper that asks for it
+(``Accept: application/openmetrics-text``; Prometheus does when exemplar storage is on), else the text format.
+The registry also holds prometheus-client's process, platform and GC collectors and ``s2s_build_info``.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import generate_latest
+import platform
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.exposition import choose_encoder, generate_latest
+
+from s2s_daemon.observability.version import package_version
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -16,6 +34,12 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds...
+        PlatformCollector(registry=r)  # python_info
+        GCCollector(registry=r)  # python_gc_*
+        Info("s2s_build", "The running build: package and Python versions.", registry=r).info(
+            {"version": package_version(), "python_version": platform.python_version()}
+        )
         self.commands = Counter(
             "s2s_commands_total",
             "Commands handled, by final outcome of this delivery.",
@@ -151,4 +175,11 @@ class Metrics:
         )
 
     def render(self) -> bytes:
+        """The Prometheus text format (0.0.4), no exemplars."""
         return generate_latest(self.registry)
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The body and content type for a scrape with this ``Accept`` header: OpenMetrics (with exemplars) when
+        the scraper accepts it, else the text format."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type

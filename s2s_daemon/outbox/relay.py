@@ -9,7 +9,8 @@ Two ways in, both leased, so many replicas are safe together:
   only documents carrying our token are published.
 
 Marking sent is one conditional update per batch (our token), so a relay whose lease ran out never
-overwrites the claim of the relay that took over.
+overwrites the claim of the relay that took over. With tracing on it is a client span of its own, linked to the
+trace of every document it marks.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from pymongo.errors import PyMongoError
 
 from s2s_daemon.clock import now_ms
 from s2s_daemon.errors import DependencyUnavailable
+from s2s_daemon.observability.correlation import H_TRACEPARENT, H_TRACESTATE, TraceContext
 from s2s_daemon.observability.logging import get_logger
 from s2s_daemon.observability.metrics import Metrics
+from s2s_daemon.observability.tracing import NO_TRACING, AttributeValue, Span, SpanKind, Tracing
 from s2s_daemon.outbox.documents import count_in_status
 from s2s_daemon.outbox.record import OutboxRecord, OutboxStatus
 from s2s_daemon.resilience.backoff import Backoff
@@ -59,8 +62,10 @@ class Relay:
         metrics: Metrics,
         *,
         owner: str,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self._collection = collection
+        self._tracing = tracing
         self._publish = publish
         self._settings = settings
         self._metrics = metrics
@@ -209,10 +214,11 @@ class Relay:
                 sent_ids.append(record.id)
         now = now_ms()
         if sent_ids:
-            await self._collection.update_many(
-                {"_id": {"$in": sent_ids}, "lease_owner": token},
-                {"$set": {"status": OutboxStatus.SENT.value, "sent_at": now, "lease_owner": None}},
-            )
+            with self._mark_sent_span([record for record in batch if record.id in sent_ids]):
+                await self._collection.update_many(
+                    {"_id": {"$in": sent_ids}, "lease_owner": token},
+                    {"$set": {"status": OutboxStatus.SENT.value, "sent_at": now, "lease_owner": None}},
+                )
             self._metrics.outbox_published.inc(len(sent_ids))
             for record in batch:
                 if record.id in sent_ids:
@@ -223,6 +229,26 @@ class Relay:
             )
         for record, exc in failed:
             await self._failed(record, token, exc)
+
+    def _mark_sent_span(self, records: list[OutboxRecord]) -> contextlib.AbstractContextManager[Span]:
+        if not self._tracing.enabled:
+            return self._tracing.span("update")
+        links = [
+            trace
+            for record in records
+            if (trace := TraceContext.parse(record.headers.get(H_TRACEPARENT), record.headers.get(H_TRACESTATE)))
+        ]
+        attributes: dict[str, AttributeValue] = {
+            "db.system.name": "mongodb",
+            "db.operation.name": "update",
+            "db.namespace": self._collection.database.name,
+            "db.collection.name": self._collection.name,
+            "db.operation.batch.size": len(records),
+            "s2s.outbox.status": OutboxStatus.SENT.value,
+        }
+        return self._tracing.span(
+            f"update {self._collection.name}", SpanKind.CLIENT, attributes, root=True, links=links
+        )
 
     async def _broker_down(self, ids: list[Any], token: str, exc: DependencyUnavailable) -> None:
         """The broker is unreachable (connection lost, reconnecting): not the documents' fault. Charging an

@@ -45,6 +45,11 @@ class OutboxWriter:
         self._handoff = handoff
         self._lookups: MicroBatcher[str, dict[str, Any]] = MicroBatcher(self._find_many)
 
+    @property
+    def namespace(self) -> tuple[str, str]:
+        """(database, collection): what a span of an outbox operation names."""
+        return self._collection.database.name, self._collection.name
+
     @classmethod
     def for_beanie(cls, handoff: Handoff) -> OutboxWriter:
         return cls(OutboxDocument.get_pymongo_collection(), handoff)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from s2s_daemon.clock import now_ms
 from s2s_daemon.errors import Redeliver, RedeliverCause
 from s2s_daemon.idempotency import IdempotencyStore
-from s2s_daemon.observability import TraceContext
+from s2s_daemon.observability.tracing import NO_TRACING, Tracing
 from s2s_daemon.pipeline.dedupe import release_quietly
 from s2s_daemon.pipeline.job import Job
 from s2s_daemon.resilience import CallRefused, DownstreamClient
@@ -19,16 +19,21 @@ __all__ = ["Call"]
 
 
 class Call:
-    __slots__ = ("_clients", "_store")
+    __slots__ = ("_clients", "_store", "_tracing")
 
-    def __init__(self, clients: dict[str, DownstreamClient], store: IdempotencyStore) -> None:
+    def __init__(
+        self, clients: dict[str, DownstreamClient], store: IdempotencyStore, tracing: Tracing = NO_TRACING
+    ) -> None:
         self._clients = clients
         self._store = store
+        self._tracing = tracing
 
     async def __call__(self, job: Job) -> None:
         cmd, claim = job.cmd, job.lease
         assert job.route is not None
-        trace = (cmd.trace or TraceContext.new()).child()
+        # Tracing on: the consumer span's context (kept in the outbox record: the relay's producer spans are its
+        # children); each attempt's client span puts its own in the headers. Off: a new span id, made up.
+        trace = self._tracing.forward(cmd.trace)
         headers = {"idempotency-key": cmd.key, "x-correlation-id": cmd.correlation_id, **trace.headers()}
         first_call_at = cmd.retry.first_call_at or now_ms()
         outcome = await self._clients[cmd.downstream].call(

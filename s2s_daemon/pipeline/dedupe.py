@@ -12,8 +12,10 @@ from collections.abc import Callable
 from s2s_daemon.errors import DependencyUnavailable, Duplicate, KeyConflict, Redeliver, RedeliverCause, S2SError
 from s2s_daemon.idempotency import Claim, ClaimState, IdempotencyStore
 from s2s_daemon.observability import Metrics
+from s2s_daemon.observability.tracing import NO_TRACING, SpanKind, Tracing
 from s2s_daemon.outbox import OutboxRecord, OutboxWriter, command_key
 from s2s_daemon.pipeline.job import Command, Job, log
+from s2s_daemon.pipeline.spans import outbox_span, redis_attributes
 
 __all__ = [
     "DELAY_DEPENDENCY_S",
@@ -25,6 +27,8 @@ __all__ = [
     "complete_quietly",
     "release_quietly",
 ]
+
+_CLAIM_SPAN = redis_attributes("EVALSHA", "claim")
 
 # Waits before a redelivery, by cause (the next delay-ladder rung up is used).
 DELAY_IN_FLIGHT_S = 2.0
@@ -73,7 +77,7 @@ class LocalDedupe:
 class ClaimKey:
     """The Redis lease on the key: ours (go on), done before (duplicate), or held elsewhere (come back later)."""
 
-    __slots__ = ("_metrics", "_on_redis_down", "_owner", "_store")
+    __slots__ = ("_metrics", "_on_redis_down", "_owner", "_store", "_tracing")
 
     def __init__(
         self,
@@ -81,17 +85,21 @@ class ClaimKey:
         owner: str,
         metrics: Metrics,
         on_redis_down: Callable[[], None] | None = None,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         """``on_redis_down``: called when a claim finds Redis unreachable (the daemon pauses its consumers)."""
         self._store = store
         self._owner = owner
         self._metrics = metrics
         self._on_redis_down = on_redis_down
+        self._tracing = tracing
 
     async def __call__(self, job: Job) -> None:
         cmd = job.cmd
         try:
-            claim = await self._store.claim(cmd.downstream, cmd.key, self._owner, cmd.fingerprint)
+            with self._tracing.span("EVALSHA", SpanKind.CLIENT, _CLAIM_SPAN) as span:
+                claim = await self._store.claim(cmd.downstream, cmd.key, self._owner, cmd.fingerprint)
+                span.set("s2s.idempotency.state", claim.state.value)
         except DependencyUnavailable as exc:
             if self._on_redis_down is not None:
                 self._on_redis_down()  # pause every consumer until Redis answers again
@@ -111,16 +119,19 @@ class ClaimKey:
 class Backstop:
     """Redis lost the done record (restart, eviction) or a crash hit before it was written: the outbox decides."""
 
-    __slots__ = ("_outbox", "_store")
+    __slots__ = ("_outbox", "_store", "_tracing")
 
-    def __init__(self, outbox: OutboxWriter, store: IdempotencyStore) -> None:
+    def __init__(self, outbox: OutboxWriter, store: IdempotencyStore, tracing: Tracing = NO_TRACING) -> None:
         self._outbox = outbox
         self._store = store
+        self._tracing = tracing
 
     async def __call__(self, job: Job) -> None:
         cmd, claim = job.cmd, job.lease
         try:
-            existing = await self._outbox.find(command_key(cmd.downstream, cmd.key))
+            with outbox_span(self._tracing, self._outbox, "find") as span:
+                existing = await self._outbox.find(command_key(cmd.downstream, cmd.key))
+                span.set("s2s.outbox.found", existing is not None)
         except DependencyUnavailable as exc:
             await release_quietly(self._store, cmd, claim)
             raise Redeliver(RedeliverCause.MONGODB_UNAVAILABLE, exc.detail, DELAY_DEPENDENCY_S) from exc

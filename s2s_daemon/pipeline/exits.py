@@ -23,6 +23,7 @@ from s2s_daemon.errors import (
 )
 from s2s_daemon.messaging import AmqpPublisher, RetryState, Topology
 from s2s_daemon.observability import Metrics
+from s2s_daemon.observability.tracing import NO_TRACING, Tracing
 from s2s_daemon.outbox import OutboxWriter, command_key
 from s2s_daemon.pipeline.dedupe import DELAY_DEPENDENCY_S
 from s2s_daemon.pipeline.job import Job, log
@@ -37,7 +38,7 @@ _CHOSEN_DELAY = frozenset({RedeliverCause.RETRY, RedeliverCause.BREAKER_OPEN})
 
 
 class Exits:
-    __slots__ = ("_ladder", "_max_redeliveries", "_metrics", "_outbox", "_publisher", "_topology")
+    __slots__ = ("_ladder", "_max_redeliveries", "_metrics", "_outbox", "_publisher", "_topology", "_tracing")
 
     def __init__(
         self,
@@ -46,7 +47,9 @@ class Exits:
         publisher: AmqpPublisher,
         metrics: Metrics,
         max_redeliveries: int,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
+        self._tracing = tracing
         self._topology = topology
         self._outbox = outbox
         self._publisher = publisher
@@ -58,6 +61,7 @@ class Exits:
     async def duplicate(self, job: Job, exc: Duplicate) -> None:
         cmd = job.cmd
         self._metrics.dedupe_hits.labels(cmd.downstream, exc.state).inc()
+        self._tracing.event("s2s.duplicate", {"s2s.idempotency.state": exc.state})
         if cmd.reply_to:
             record = job.stored
             if record is None:
@@ -93,6 +97,7 @@ class Exits:
         raw = msg.raw_message
         await self._publisher.dead_letter(raw, exc.reason, exc.detail, routing_key)
         self._metrics.dead_lettered.labels(exc.reason.value).inc()
+        self._tracing.event("s2s.dead_lettered", {"s2s.reason": exc.reason.value, "s2s.detail": exc.detail[:200]})
         if raw.reply_to:
             correlation_id = delivery_correlation_id(msg)
             body = {
@@ -123,7 +128,16 @@ class Exits:
             return
         wanted = exc.delay if exc.cause in _CHOSEN_DELAY else max(exc.delay, self._ladder.wait(retry.attempt - 1))
         seconds = self._topology.delay_rung(wanted)
-        await self._publisher.delay(raw, downstream, seconds, routing_key, retry.attempt, retry.to_headers())
+        queue = await self._publisher.delay(raw, downstream, seconds, routing_key, retry.attempt, retry.to_headers())
         self._metrics.redelivered.labels(downstream, exc.cause.value).inc()
+        self._tracing.event(
+            "s2s.parked",
+            {
+                "s2s.cause": exc.cause.value,
+                "s2s.delay_queue": queue,
+                "s2s.delay_s": seconds,
+                "s2s.attempt": retry.attempt,
+            },
+        )
         await msg.ack()
         log.info("command.redelivery_scheduled", cause=exc.cause.value, detail=exc.detail, delay_s=seconds)

@@ -12,9 +12,11 @@ from s2s_daemon.idempotency import IdempotencyStore
 from s2s_daemon.messaging import AmqpPublisher
 from s2s_daemon.messaging import contracts as c
 from s2s_daemon.observability import Metrics
+from s2s_daemon.observability.tracing import NO_TRACING, Tracing
 from s2s_daemon.outbox import OutboxRecord, OutboxWriter
 from s2s_daemon.pipeline.dedupe import DELAY_DEPENDENCY_S, answered, complete_quietly
 from s2s_daemon.pipeline.job import Command, Job, log
+from s2s_daemon.pipeline.spans import outbox_span
 from s2s_daemon.resilience import CallOutcome
 
 __all__ = ["Ack", "Complete", "Record", "reply_for"]
@@ -53,7 +55,7 @@ class Record:
     """The outbox record of the reply and the event (durable: majority + journal). A command whose retries ran
     out also goes to the DLQ for repair; its producer has the failed reply."""
 
-    __slots__ = ("_metrics", "_outbox", "_publisher", "_service_name", "_store")
+    __slots__ = ("_metrics", "_outbox", "_publisher", "_service_name", "_store", "_tracing")
 
     def __init__(
         self,
@@ -62,7 +64,9 @@ class Record:
         publisher: AmqpPublisher,
         metrics: Metrics,
         service_name: str,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
+        self._tracing = tracing
         self._outbox = outbox
         self._store = store
         self._publisher = publisher
@@ -76,7 +80,9 @@ class Record:
         reply = reply_for(cmd, outcome)
         record = OutboxRecord.for_command(cmd, reply, job.call_trace, self._service_name)
         try:
-            result = await self._outbox.write(record)
+            with outbox_span(self._tracing, self._outbox, "insert") as span:
+                result = await self._outbox.write(record)
+                span.set("s2s.outbox.created", result.created)
         except DependencyUnavailable as exc:
             # The call may have had an effect: keep the lease (no parallel call), come back later; the
             # downstream sees the same Idempotency-Key if the lease expires before we return.

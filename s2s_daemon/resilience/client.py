@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 import orjson
@@ -23,10 +23,11 @@ import orjson
 from s2s_daemon.errors import CommandRejected, ConfigError, DeadLetterReason, ErrorKind
 from s2s_daemon.observability.logging import get_logger
 from s2s_daemon.observability.metrics import Metrics
+from s2s_daemon.observability.tracing import NO_TRACING, Span, SpanKind, Tracing
 from s2s_daemon.resilience.backoff import Backoff
 from s2s_daemon.resilience.breaker import BreakerState, CircuitBreaker, Permit, Transition, is_failure
 from s2s_daemon.resilience.budget import RetryBudget
-from s2s_daemon.resilience.retry import RetryReason, RetryResult, call_with_retries
+from s2s_daemon.resilience.retry import RetryDecision, RetryReason, RetryResult, call_with_retries
 from s2s_daemon.settings import DownstreamSettings, RouteSettings
 
 log = get_logger("s2s.client")
@@ -48,6 +49,7 @@ class HttpRequest:
     url: str
     headers: dict[str, str]
     content: bytes | None
+    template: str | None = None  # the route's path template (``url.template`` of the client span)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +187,7 @@ def build_request(base_url: str, route: RouteSettings, body: Any, headers: dict[
         query = {k: v for k, v in body.items() if k not in params and isinstance(v, str | int | float | bool)}
         if query:
             url += "?" + "&".join(f"{quote(k, safe='')}={quote(str(v), safe='')}" for k, v in query.items())
-    return HttpRequest(route.method, url, headers, content)
+    return HttpRequest(route.method, url, headers, content, route.path)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -246,8 +248,10 @@ class DownstreamClient:
         *,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.name = name
+        self._tracing = tracing
         self.settings = settings
         self._metrics = metrics
         self._transport = transport or make_transport(
@@ -300,14 +304,14 @@ class DownstreamClient:
             started = time.perf_counter()
             try:
                 result = await call_with_retries(
-                    lambda n: self._attempt(request, time_left, started, first.pop() if first else None),
+                    lambda n: self._attempt(request, time_left, started, first.pop() if first else None, n - 1),
                     settings=self.settings.retry,
                     budget=self.budget,
                     rng=self._rng,
                     time_left=time_left,
                     previous_attempts=previous_attempts,
                     previous_elapsed=previous_elapsed,
-                    on_retry=lambda n, d: self._metrics.retries.labels(self.name, "in-process").inc(),
+                    on_retry=self._on_retry,
                 )
             finally:
                 for unused in first:  # the budget refused before the first attempt
@@ -315,9 +319,22 @@ class DownstreamClient:
             elapsed = previous_elapsed + time.perf_counter() - started
         return self._conclude(result, elapsed)
 
+    def _on_retry(self, attempt: int, decision: RetryDecision) -> None:
+        self._metrics.retries.labels(self.name, "in-process").inc()
+        self._tracing.event(
+            "s2s.retry",
+            {
+                "s2s.downstream": self.name,
+                "s2s.attempt": attempt,
+                "s2s.delay_s": decision.delay,
+                "s2s.reason": decision.reason,
+            },
+        )
+
     def _breaker_open(self, attempts: int) -> CallOutcome:
         self._metrics.breaker_rejected.labels(self.name).inc()
         wait = max(1.0, self.breaker.seconds_until_half_open())
+        self._tracing.event("s2s.breaker_refused", {"s2s.downstream": self.name, "s2s.retry_after_s": wait})
         refused = CallRefused.BREAKER_OPEN
         return CallOutcome(None, None, ErrorKind.UNAVAILABLE, refused.value, attempts, True, wait, wait, refused)
 
@@ -350,7 +367,7 @@ class DownstreamClient:
         return dataclasses.replace(outcome, attempts=attempts, redeliver_after=redeliver_after)
 
     async def _attempt(
-        self, request: HttpRequest, time_left: float | None, started: float, permit: Permit | None
+        self, request: HttpRequest, time_left: float | None, started: float, permit: Permit | None, resend: int = 0
     ) -> CallOutcome:
         """One HTTP attempt through the breaker: every attempt needs a permit and reports its outcome."""
         if permit is None:
@@ -360,19 +377,28 @@ class DownstreamClient:
         timeout = self.settings.timeout
         if time_left is not None:
             timeout = max(0.001, min(timeout, time_left - (time.perf_counter() - started)))
-        began = time.perf_counter()
-        try:
-            response = await self._transport.send(request, timeout)
-        except TransportTimeout as exc:
-            outcome = CallOutcome(None, None, ErrorKind.TIMEOUT, f"timed out: {exc}", 1, True)
-        except TransportFailure as exc:
-            outcome = CallOutcome(None, None, ErrorKind.UNAVAILABLE, f"transport error: {exc}", 1, True)
-        except BaseException:
-            permit.release()
-            raise
-        else:
-            outcome = classify(response, 1)
-        duration = time.perf_counter() - began
+        with self._tracing.span(
+            request.method,
+            SpanKind.CLIENT,
+            _client_attributes(request, self.name, resend) if self._tracing.enabled else None,
+        ) as span:
+            if span.context is not None:  # the downstream receives this attempt's span as its parent
+                request = dataclasses.replace(request, headers={**request.headers, **span.context.headers()})
+            began = time.perf_counter()
+            try:
+                response = await self._transport.send(request, timeout)
+            except TransportTimeout as exc:
+                outcome = CallOutcome(None, None, ErrorKind.TIMEOUT, f"timed out: {exc}", 1, True)
+            except TransportFailure as exc:
+                outcome = CallOutcome(None, None, ErrorKind.UNAVAILABLE, f"transport error: {exc}", 1, True)
+            except BaseException:
+                permit.release()
+                raise
+            else:
+                outcome = classify(response, 1)
+            duration = time.perf_counter() - began
+            _end_client_span(span, outcome)
+            self._latency.observe(duration, self._tracing.exemplar())
         failure = is_failure(
             outcome.status_code, outcome.message if outcome.status_code is None else None, self.settings.breaker
         )
@@ -382,7 +408,6 @@ class DownstreamClient:
             permit.record_failure(duration)
         else:
             permit.record_success(duration)
-        self._latency.observe(duration)
         self._calls.labels(self.name, _outcome_label(outcome)).inc()
         return outcome
 
@@ -411,6 +436,29 @@ _TRANSITION_EVENT = {
     BreakerState.HALF_OPEN: "breaker.half_open",
     BreakerState.CLOSED: "breaker.closed",
 }
+
+
+def _client_attributes(request: HttpRequest, downstream: str, resend: int) -> dict[str, str | int | None]:
+    """The HTTP client span of one attempt (semantic conventions: ``http.request.resend_count`` from the 2nd on)."""
+    url = urlsplit(request.url)
+    return {
+        "http.request.method": request.method,
+        "url.full": urlunsplit((url.scheme, url.netloc.rpartition("@")[2], url.path, url.query, "")),
+        "url.template": request.template,
+        "server.address": url.hostname,
+        "server.port": url.port or (443 if url.scheme == "https" else 80),
+        "http.request.resend_count": resend or None,
+        "s2s.downstream": downstream,
+    }
+
+
+def _end_client_span(span: Span, outcome: CallOutcome) -> None:
+    if outcome.status_code is not None:
+        span.set("http.response.status_code", outcome.status_code)
+        if outcome.status_code >= 400:
+            span.error(str(outcome.status_code))
+    elif outcome.error_kind is not None:
+        span.error("timeout" if outcome.error_kind is ErrorKind.TIMEOUT else "transport", outcome.message)
 
 
 def _outcome_label(outcome: CallOutcome) -> str:

@@ -109,13 +109,15 @@ def _stages() -> dict[str, str]:
     return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
-def test_production_image_is_the_default_target_and_installs_no_extra() -> None:
-    """`docker build .` builds the runtime stage (the last one): the wheel alone; the demo stage adds `local`."""
+def test_production_image_is_the_default_target_and_installs_only_the_otel_extra() -> None:
+    """`docker build .` builds the runtime stage (the last one): the wheel with the `otel` extra only (tracing,
+    off until OTEL_* turn it on); the demo stage adds `local`."""
     stages = _stages()
     assert list(stages)[-1] == "runtime"
     (install,) = [line for line in stages["runtime"].splitlines() if "pip install" in line]
     assert "/wheels/s2s_daemon-*.whl" in install
-    assert "[" not in install.partition("pip install")[2]
+    assert re.findall(r"\[([^\]]*)\]", install.partition("pip install")[2]) == ["otel"]
+    assert "otel" in re.search(r"pip wheel .*'\.\[([^\]]*)\]'", stages["build"]).group(1).split(",")
     assert "[local]" in stages["demo"]
     compose = _load(ROOT / "docker-compose.yml")
     assert compose["services"]["demo"]["build"]["target"] == "demo"
@@ -262,3 +264,20 @@ def test_broker_refuses_what_the_daemon_could_never_take_and_compose_mounts_it()
     assert Settings().amqp.max_body_bytes < max_message_size <= 16 * 1024 * 1024  # RabbitMQ 4.x's default
     volumes = _compose()["services"]["rabbitmq"]["volumes"]
     assert "./s2s_daemon/config/rabbitmq.conf:/etc/rabbitmq/conf.d/20-s2s.conf:ro" in volumes
+
+
+def test_dashboard_latency_panels_link_to_traces() -> None:
+    """The two latency panels ask for exemplars (each a traced command) and link to the traces data source chosen
+    by the dashboard's `traces` variable; compose's Prometheus stores exemplars."""
+    dashboard = json.loads((ROOT / "deploy/grafana/s2s-daemon.json").read_text(encoding="utf-8"))
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert (variables["traces"]["type"], variables["traces"]["query"]) == ("datasource", "tempo")
+    panels = {p["title"]: p for p in dashboard["panels"]}
+    for title in ("Handler latency p50 / p99", "Downstream call latency p50 / p99"):
+        panel = panels[title]
+        assert all(target["exemplar"] is True for target in panel["targets"])
+        [link] = panel["fieldConfig"]["defaults"]["links"]
+        assert link["url"].startswith("/explore?")
+        assert "${traces}" in link["url"]
+    prometheus = _compose()["services"]["prometheus"]["command"]
+    assert "--enable-feature=exemplar-storage" in prometheus

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The Dockerfile's build context (.dockerignore is a whitelist of these).
 BUILD_CONTEXT = ("pyproject.toml", "README.md", "s2s_daemon")
 # Subpackages that may import an extra at module level: importing them without it fails, naming the extra.
-EXTRA_PACKAGES = {"s2s_daemon.local": "local"}
+EXTRA_PACKAGES = {"s2s_daemon.local": "local", "s2s_daemon.observability._otel": "otel"}
 # Importing it runs the command line; `python -m s2s_daemon --help` runs it instead.
 NOT_IMPORTED = {"s2s_daemon.__main__"}
 
@@ -142,7 +142,8 @@ def test_wheel_holds_the_package_and_no_harness(installed: Installed) -> None:
 
 def test_every_module_imports_without_extras(installed: Installed) -> None:
     """Every module of the installed package imports with the core dependencies alone; the `local` subpackage
-    fails with an error that names its extra."""
+    and the OpenTelemetry module (`observability._otel`, imported only when OTEL_* turn tracing on) fail with an
+    error that names their extra."""
     result = installed.run(installed.python, "-c", IMPORT_ALL, *NOT_IMPORTED)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -152,7 +153,7 @@ def test_every_module_imports_without_extras(installed: Installed) -> None:
         error = report["failed"].pop(name, "")
         assert f"pip install 's2s-daemon[{extra}]'" in error
     assert report["failed"] == {}
-    extras = installed.run(installed.python, "-c", "import httpx, mirakuru, nx_27017")
+    extras = installed.run(installed.python, "-c", "import httpx, mirakuru, nx_27017, opentelemetry.sdk")
     assert "ModuleNotFoundError" in extras.stderr, "an extra's library was installed without the extra"
 
 

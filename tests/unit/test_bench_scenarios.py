@@ -131,3 +131,26 @@ def test_handwritten_reference_runs_by_default_and_by_name() -> None:
     assert "handwritten" in plan_from(build_parser().parse_args(["--quick"])).scenarios
     picked = plan_from(build_parser().parse_args(["--quick", "--scenarios", "max,reference,handwritten"]))
     assert picked.scenarios == ("max", "reference", "handwritten")
+
+
+def test_tracing_row_prints_the_ratios_to_the_untraced_run() -> None:
+    """The tracing scenario's row gives traced/untraced max throughput at 100% and 10% sampling."""
+
+    def run(rate: float) -> dict[str, Any]:
+        return {"streams": [{"throughput_per_s": rate}]}
+
+    results: dict[str, Any] = {
+        "scenarios": {"tracing-off": run(400.0), "tracing-100": run(300.0), "tracing-10": run(380.0)},
+        "tracing": {
+            "spans_received": 12345,
+            "tracing-off": {"per_s": 400.0, "cpu_ms_per_command": 2.0},
+            "tracing-100": {"per_s": 300.0, "of_off": 0.75, "cpu_ms_per_command": 3.0, "cpu_of_off": 1.5},
+            "tracing-10": {"per_s": 380.0, "of_off": 0.95, "cpu_ms_per_command": 2.2, "cpu_of_off": 1.1},
+        },
+    }
+    [row] = [r for r in target_rows(results) if r.measure.startswith("cost of tracing")]
+    assert row.measured == "100%: 0.75x, 10%: 0.95x"
+    assert "untraced 400/s" in row.notes
+    assert "12,345 spans" in row.notes
+    assert "daemon CPU per command 2.00 / 3.00 / 2.20 ms (1.50x and 1.10x)" in row.notes
+    assert "tracing" in QUICK.scenarios

@@ -20,6 +20,11 @@ Order (each scenario drives load from a separate ``bench.load`` process):
    ``webhook``    signed Standard Webhooks deliveries (source ``acme``) POSTed ``webhook_concurrency`` at a
                   time to the daemon's sidecar by ``bench.webhook_load``: requests/s, latency, every answer 2xx.
 8. ``iso-dead``   the same on a second daemon whose service-b points at a dead port.
+9. ``tracing``    the max load on three fresh daemons of their own namespace, one after the other: no OTEL_*
+                  variable (``tracing-off``), then exporting every trace (``tracing-100``,
+                  ``parentbased_always_on``) and one in ten (``tracing-10``, ``parentbased_traceidratio`` 0.1)
+                  over OTLP/HTTP to a local receiver process (``tests.otlp``); the throughput ratios to the
+                  untraced run are printed.
 """
 
 from __future__ import annotations
@@ -63,7 +68,13 @@ ROUTE_A = "service-a.create-resource"
 ROUTE_B = "service-b.get-resource"
 LAG_METRIC = "s2s_outbox_publish_lag_seconds"
 WEBHOOK_SOURCE = "acme"
-SCENARIOS = ("max", "replicas", "reference", "handwritten", "rate", "iso", "webhook")
+SCENARIOS = ("max", "replicas", "reference", "handwritten", "rate", "iso", "webhook", "tracing")
+# the traced runs: name -> the OTEL_* variables of the daemon (besides exporter and endpoint when traced)
+TRACING_RUNS: tuple[tuple[str, dict[str, str] | None], ...] = (
+    ("tracing-off", None),
+    ("tracing-100", {"OTEL_TRACES_SAMPLER": "parentbased_always_on"}),
+    ("tracing-10", {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +130,7 @@ class Bench:
         self.ref_queue = self.ns_ref.topology.command_queue_name("service-a")
         # the hand-written pipeline's: AMQP names, Redis key prefix and Mongo database all from its own prefix
         self.ns_hand = DaemonNamespace(self.run_id + "-hand", ("service-a",))
+        self.ns_trace = DaemonNamespace(self.run_id + "-trace")
         self.mongo: EmbeddedMongo | None = None
         self.procs: list[BenchProcess] = []
         self.results: dict[str, Any] = {
@@ -207,6 +219,50 @@ class Bench:
                 "iso-dead", self.ns_iso.commands_exchange, mixed, warmup=p.warmup, serving=[dead], sidecar=dead_sidecar
             )
             dead.stop()
+        if "tracing" in wanted:
+            self.results["tracing"] = self._tracing_runs(a_max)
+
+    def _tracing_runs(self, stream: StreamSpec) -> dict[str, Any]:
+        """The max load on an untraced daemon, one tracing every command, one tracing one in ten; the receiver
+        counts what arrives. Each daemon runs alone (the previous one stopped) in the tracing namespace."""
+        scenarios = self.results["scenarios"]
+        port = free_port()
+        receiver = self._spawn("otlp-receiver", python_module("tests.otlp", str(port)), ports=(port,))
+        for name, sampler in TRACING_RUNS:
+            env = None
+            if sampler is not None:
+                env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
+                env.update(sampler)
+            daemon, sidecar = self._start_daemon(name, self.ns_trace, dead_b=False, extra_env=env)
+            scenarios[name] = self._load(
+                name, self.ns_trace.commands_exchange, [stream], warmup=self.plan.warmup, serving=[daemon],
+                sidecar=sidecar,
+            )  # fmt: skip
+            daemon.stop()  # drains: the spans it still buffers are exported before it exits
+        received = httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5).json()
+        receiver.stop()
+        off = stream_rate(scenarios.get("tracing-off"))
+        off_cpu = cpu_ms_per_command(scenarios.get("tracing-off"), "tracing-off", self.plan.warmup)
+        out: dict[str, Any] = {
+            "spans_received": received["spans"],
+            "export_requests": received["requests"],
+            "tracing-off": {"per_s": off, "cpu_ms_per_command": off_cpu},
+        }
+        for name, _ in TRACING_RUNS[1:]:
+            rate = stream_rate(scenarios.get(name))
+            cpu = cpu_ms_per_command(scenarios.get(name), name, self.plan.warmup)
+            out[name] = {
+                "per_s": rate,
+                "of_off": round(rate / off, 3) if rate is not None and off else None,
+                "cpu_ms_per_command": cpu,
+                "cpu_of_off": round(cpu / off_cpu, 3) if cpu is not None and off_cpu else None,
+            }
+        self.log(
+            f"bench:   tracing: throughput on 100% {out['tracing-100']['of_off']}x, on 10% "
+            f"{out['tracing-10']['of_off']}x of untraced; daemon CPU per command {out['tracing-100']['cpu_of_off']}x "
+            f"and {out['tracing-10']['cpu_of_off']}x; {received['spans']:,} spans received"
+        )
+        return out
 
     # processes -------------------------------------------------------------------------------------
     def _spawn(
@@ -229,7 +285,9 @@ class Bench:
         )
         self.log(f"bench: demo downstreams on :{self.port_a} and :{self.port_b}")
 
-    def _start_daemon(self, name: str, ns: DaemonNamespace, *, dead_b: bool) -> tuple[BenchProcess, str]:
+    def _start_daemon(
+        self, name: str, ns: DaemonNamespace, *, dead_b: bool, extra_env: dict[str, str] | None = None
+    ) -> tuple[BenchProcess, str]:
         assert self.mongo is not None
         http_port = free_port()
         # a port nobody listens on: connection refused at once
@@ -247,6 +305,7 @@ class Bench:
             "REDIS_URL": REDIS_URL,
             "MONGODB_URI": self.mongo.uri,
             "LOG_LEVEL": "WARNING",
+            **(extra_env or {}),
         }
         proc = self._spawn(name, python_module("s2s_daemon", "run", "--config", str(config_path)), env)
         sidecar = f"http://127.0.0.1:{http_port}"
@@ -469,7 +528,7 @@ class Bench:
         try:
             cleanup["deleted"] = asyncio.run(
                 delete_namespaces(
-                    [self.ns, self.ns_iso, self.ns_hand],
+                    [self.ns, self.ns_iso, self.ns_hand, self.ns_trace],
                     extra_queues=[self.ref_queue],
                     extra_exchanges=[self.ref_exchange],
                 )
@@ -562,6 +621,26 @@ def guarantees(result: dict[str, Any], demo_stats: dict[str, Any], warmup: int) 
         "publish_errors": sum(s["publish_errors"] for s in streams),
         "duplicated_replies": int(result.get("stray_replies", 0)),
     }
+
+
+def stream_rate(scenario: dict[str, Any] | None) -> float | None:
+    """The first stream's commands/s of a scenario's result, None when it did not run."""
+    if not scenario or not scenario.get("streams"):
+        return None
+    rate: float | None = scenario["streams"][0]["throughput_per_s"]
+    return rate
+
+
+def cpu_ms_per_command(scenario: dict[str, Any] | None, process: str, warmup: int) -> float | None:
+    """The daemon's CPU milliseconds per command over a load run (warm-up included): less sensitive than
+    commands/s to other work on the machine."""
+    if not scenario or not scenario.get("streams"):
+        return None
+    stats = scenario.get("processes", {}).get(process)
+    done = int(scenario["streams"][0]["succeeded"]) + warmup
+    if not stats or not done:
+        return None
+    return round(float(stats["cpu_seconds"]) * 1000 / done, 3)
 
 
 def _ms(value: float | None) -> str:

@@ -19,7 +19,7 @@ WEBHOOK_TARGET = 1500.0
 WEBHOOK_P99_TARGET_MS = 20.0
 
 SCENARIO_ORDER = ("max", "replicas", "reference", "handwritten", "rate", "rate-low", "soak", "iso-healthy", "webhook",
-                  "iso-dead")  # fmt: skip
+                  "iso-dead", "tracing-off", "tracing-100", "tracing-10")  # fmt: skip
 PROCESS_ORDER = ("daemon", "daemon-r2", "daemon-iso", "reference", "handwritten", "loadgen", "demo", "nx-27017",
                  "rabbitmq", "redis")  # fmt: skip
 
@@ -80,7 +80,30 @@ def versus_references(results: dict[str, Any], tput: float | None) -> str:
 def target_rows(results: dict[str, Any]) -> list[TargetRow]:
     rows = [_throughput_row(results), _replicas_row(results), _latency_row(results), _lag_row(results)]
     rows.extend([_isolation_row(results), _webhook_row(results), _rss_row(results), _ready_row(results)])
+    rows.append(_tracing_row(results))
     return rows
+
+
+def _tracing_row(results: dict[str, Any]) -> TargetRow:
+    """Max throughput traced (OTLP/HTTP to a local receiver) against the same daemon untraced."""
+    measure = "cost of tracing: max commands/s traced / untraced"
+    target = "off: within noise of before; on: printed"
+    tracing = results.get("tracing")
+    off = stream(results, "tracing-off")
+    if not tracing or off is None:
+        return TargetRow(measure, target, "not measured", "the tracing scenario did not run")
+    full, tenth = tracing.get("tracing-100", {}), tracing.get("tracing-10", {})
+    untraced = tracing.get("tracing-off", {})
+    measured = f"100%: {fmt_num(full.get('of_off'), 2)}x, 10%: {fmt_num(tenth.get('of_off'), 2)}x"
+    notes = (
+        f"untraced {fmt_num(off['throughput_per_s'])}/s, every trace {fmt_num(full.get('per_s'))}/s, one in ten "
+        f"{fmt_num(tenth.get('per_s'))}/s; daemon CPU per command {fmt_num(untraced.get('cpu_ms_per_command'), 2)} "
+        f"/ {fmt_num(full.get('cpu_ms_per_command'), 2)} / {fmt_num(tenth.get('cpu_ms_per_command'), 2)} ms "
+        f"({fmt_num(full.get('cpu_of_off'), 2)}x and {fmt_num(tenth.get('cpu_of_off'), 2)}x); "
+        f"{fmt_num(tracing.get('spans_received'))} spans received by the local OTLP/HTTP receiver; "
+        "single short runs on a shared machine: noisy"
+    )
+    return TargetRow(measure, target, measured, notes)
 
 
 def _throughput_row(results: dict[str, Any]) -> TargetRow:
