@@ -2,7 +2,9 @@
 (or exception) before it goes on.
 
 No timer: a batch is flushed on the next turn of the event loop, so at low load a request waits for nothing
-and under load everything submitted in the same turn shares one call. ``GroupCommit`` runs any batch call that
+and under load everything submitted in the same turn shares one call. With ``max_in_flight`` batch calls
+running, the next batch waits for one of them to finish and takes everything submitted meanwhile (group
+commit as databases do it: the batches grow with the load, never with a timer). ``GroupCommit`` runs any batch call that
 answers per item: the outbox inserts (one ``insert_many(ordered=False)``) and the Redis claims and completions
 (one pipeline). ``MicroBatcher`` is the lookup by key on top of it (on nx-27017 one ``$in`` query of 100 keys
 costs about what 7 single lookups do). Used by the outbox and the idempotency store alike, so it sits in the
@@ -23,11 +25,18 @@ __all__ = ["GroupCommit", "MicroBatcher"]
 
 
 class GroupCommit(Generic[T, R]):
-    def __init__(self, run: Callable[[list[T]], Awaitable[Sequence[R | BaseException]]], max_batch: int = 200) -> None:
+    def __init__(
+        self,
+        run: Callable[[list[T]], Awaitable[Sequence[R | BaseException]]],
+        max_batch: int = 200,
+        max_in_flight: int = 2,
+    ) -> None:
         """``run(items)`` answers item by item, in order: a result, or an exception raised to that caller alone.
         An exception ``run`` raises itself reaches every caller of the batch."""
         self._run_batch = run
         self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._scheduled = False
 
@@ -42,11 +51,20 @@ class GroupCommit(Generic[T, R]):
 
     def _flush(self) -> None:
         self._scheduled = False
-        pending, self._pending = self._pending, []
         loop = asyncio.get_running_loop()
-        for start in range(0, len(pending), self._max_batch):
-            task = loop.create_task(self._run(pending[start : start + self._max_batch]))
-            task.add_done_callback(_consume_result)
+        while self._pending and self._in_flight < self._max_in_flight:
+            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+            self._in_flight += 1
+            task = loop.create_task(self._run(batch))
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight -= 1
+        if not task.cancelled():
+            task.exception()  # already delivered to the waiters; mark retrieved
+        if self._pending and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
@@ -81,8 +99,3 @@ class MicroBatcher(Generic[K, R]):
     async def _lookup(self, keys: list[K]) -> list[R | None]:
         found = await self._fetch(list(dict.fromkeys(keys)))  # each key once, in order
         return [found.get(key) for key in keys]
-
-
-def _consume_result(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()  # already delivered to the waiters; mark retrieved

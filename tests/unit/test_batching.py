@@ -85,3 +85,26 @@ async def test_group_commit_failure_of_the_call_fails_every_caller_of_that_batch
     assert all(isinstance(r, ConnectionError) for r in results)
     fail = False
     assert await group.submit("z") == "z"
+
+
+async def test_group_commit_batches_grow_while_calls_are_in_flight() -> None:
+    """With max_in_flight calls running, what is submitted meanwhile waits and goes out as one batch when a
+    call finishes (the batch size follows the load, no timer)."""
+    release = asyncio.Event()
+    calls: list[list[int]] = []
+
+    async def run(items: list[int]) -> list[int | BaseException]:
+        calls.append(items)
+        await release.wait()
+        return list(items)
+
+    group: GroupCommit[int, int] = GroupCommit(run, max_in_flight=1)
+    first = asyncio.ensure_future(group.submit(0))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    later = [asyncio.ensure_future(group.submit(i)) for i in range(1, 5)]
+    await asyncio.sleep(0.01)
+    assert calls == [[0]], "the later items wait while the first call runs"
+    release.set()
+    assert await asyncio.gather(first, *later) == [0, 1, 2, 3, 4]
+    assert calls == [[0], [1, 2, 3, 4]]
