@@ -292,7 +292,8 @@ def cpu_ms_per_command(scenario: dict[str, Any]) -> float | None:
     that the shared machine's noise moves least, since time spent waiting for a core is not counted."""
     procs = scenario.get("processes", {})
     total_pct = sum(s["cpu_pct_of_core"] for p, s in procs.items() if p != "machine")
-    rate = sum(s.get("throughput_per_s") or 0.0 for s in scenario.get("streams", []))
+    streams = scenario.get("streams", [scenario])  # the webhook scenario is one stream of its own
+    rate = sum(s.get("throughput_per_s") or 0.0 for s in streams)
     if not procs or rate <= 0:
         return None
     return float(total_pct * 10 / rate)
