@@ -90,6 +90,9 @@ class IdempotencyStore:
         return await self._calls.submit((script, self.redis_key(namespace, key), args))
 
     async def _pipelined(self, calls: list[_ScriptCall]) -> list[Any]:
+        if len(calls) == 1:  # alone in its turn (low load): a plain script call costs less than a pipeline
+            script, key, args = calls[0]
+            return [await _records.run_script(script, key, *args)]
         try:
             answers = await self._evalsha(calls)
             missing = [i for i, answer in enumerate(answers) if isinstance(answer, NoScriptError)]

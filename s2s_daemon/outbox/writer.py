@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from pymongo import WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from s2s_daemon.batching import GroupCommit, MicroBatcher
 from s2s_daemon.errors import DependencyUnavailable
@@ -84,7 +84,12 @@ class OutboxWriter:
         ``_DUPLICATE``, or the error for that record's caller."""
         answers: list[_Duplicate | BaseException | None] = [None] * len(records)
         try:
-            await self._collection.insert_many([record.to_mongo() for record in records], ordered=False)
+            if len(records) == 1:  # alone in its turn (low load): insert_one skips the bulk machinery
+                await self._collection.insert_one(records[0].to_mongo())
+            else:
+                await self._collection.insert_many([record.to_mongo() for record in records], ordered=False)
+        except DuplicateKeyError:
+            answers[0] = _DUPLICATE
         except BulkWriteError as exc:
             details = exc.details
             for error in details.get("writeErrors", ()):

@@ -103,3 +103,20 @@ async def test_nx_27017_reports_each_refused_document_of_an_unordered_insert_man
     assert [(e["index"], e["code"]) for e in errors] == [(1, 11000), (3, 11000)]
     assert caught.value.details["nInserted"] == 2
     assert sorted(d["_id"] for d in await collection.find({}).to_list()) == ["a", "x", "y"]
+
+
+@pytest.mark.timeout(60)
+async def test_a_lone_write_is_one_insert_and_a_lone_duplicate_gets_the_stored_record(db: Any) -> None:
+    """Alone in its loop turn (low load) a write is a single-document insert; a duplicate key then answers with
+    the stored record and nothing is handed to the relay."""
+    collection, listener = db
+    await collection.insert_one(outbox_document("stored", reply_to="amq.rabbitmq.reply-to.old"))
+    writer = OutboxWriter(collection, handoff := Handoff())
+    listener.inserts.clear()
+    created = await writer.write(outbox_record("fresh"))
+    duplicate = await writer.write(outbox_record("stored"))
+    assert listener.inserts == [1, 1]
+    assert created.created
+    assert not duplicate.created
+    assert duplicate.record.reply_to == "amq.rabbitmq.reply-to.old"
+    assert handoff.submitted == [created.record.key]
