@@ -1,6 +1,5 @@
 """The transactional outbox: the typed record, its Beanie collection, the durable writer, the relay that publishes."""
 
-from s2s_daemon.outbox.batching import MicroBatcher
 from s2s_daemon.outbox.documents import OutboxDocument, count_in_status, status_count_pipeline
 from s2s_daemon.outbox.record import OutboxRecord, OutboxStatus, command_key, webhook_key, webhook_routing_key
 from s2s_daemon.outbox.relay import Relay
@@ -8,7 +7,6 @@ from s2s_daemon.outbox.writer import Handoff, OutboxWriter, WriteResult
 
 __all__ = [
     "Handoff",
-    "MicroBatcher",
     "OutboxDocument",
     "OutboxRecord",
     "OutboxStatus",

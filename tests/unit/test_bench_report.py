@@ -25,7 +25,14 @@ from tests.harness.bench.report import (
     targets_table,
 )
 from tests.harness.bench.spec import LoadSpec, StreamSpec
-from tests.harness.bench.summary import cpu_table, reference_ratios, rss_growth, target_rows, versus_references
+from tests.harness.bench.summary import (
+    cpu_ms_per_command,
+    cpu_table,
+    reference_ratios,
+    rss_growth,
+    target_rows,
+    versus_references,
+)
 
 INF = math.inf
 
@@ -289,3 +296,17 @@ def test_load_spec_round_trips_through_json() -> None:
         watch={"daemon": 123},
     )
     assert LoadSpec.from_json(spec.to_json()) == spec
+
+
+def test_cpu_per_command_sums_every_measured_process_over_the_completed_commands() -> None:
+    """CPU ms per command = the measured processes' % of a core (the machine row left out) / commands per second;
+    the webhook scenario, one stream of its own, counts its deliveries; nothing completed gives None."""
+    procs = {
+        "daemon": {"cpu_pct_of_core": 50.0},
+        "nx-27017": {"cpu_pct_of_core": 30.0},
+        "machine": {"cpu_pct_of_core": 190.0},
+    }
+    streams = [{"throughput_per_s": 150.0}, {"throughput_per_s": 50.0}]
+    assert cpu_ms_per_command({"processes": procs, "streams": streams}) == pytest.approx(4.0)
+    assert cpu_ms_per_command({"processes": procs, "throughput_per_s": 400.0}) == pytest.approx(2.0)
+    assert cpu_ms_per_command({"processes": procs, "streams": [{"throughput_per_s": 0.0}]}) is None

@@ -8,7 +8,7 @@ Layer order, highest first (a module may import its own layer and the layers bel
     messaging, outbox, idempotency,     the building blocks the pipeline drives
     resilience
     observability, errors, settings,    what every layer may use
-    clock
+    clock, batching
 
 Within a layer, packages may import each other, but never in a cycle.
 """
@@ -29,7 +29,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"http", "ops"}),
     frozenset({"pipeline"}),
     frozenset({"messaging", "outbox", "idempotency", "resilience"}),
-    frozenset({"observability", "errors", "settings", "clock"}),
+    frozenset({"observability", "errors", "settings", "clock", "batching"}),
 )
 RANK = {part: rank for rank, layer in enumerate(LAYERS) for part in layer}
 
