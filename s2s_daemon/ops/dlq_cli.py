@@ -207,7 +207,7 @@ async def _purge(settings: Settings, args: argparse.Namespace, selection: Any) -
 async def _dlq(settings: Settings) -> AsyncIterator[Any]:
     from s2s_daemon.ops.dlq import DeadLetterQueue
 
-    async with DeadLetterQueue(settings.rabbitmq_url.get_secret_value(), settings.amqp.prefix) as dlq:
+    async with DeadLetterQueue(settings.rabbitmq_nodes, settings.amqp.prefix) as dlq:
         yield dlq
 
 
