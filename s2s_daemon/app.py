@@ -40,7 +40,7 @@ from s2s_daemon.http import (
     ping_check,
     run_checks,
 )
-from s2s_daemon.idempotency import IdempotencyStore
+from s2s_daemon.idempotency import IdempotencyStore, RedisConnector
 from s2s_daemon.messaging import (
     DEFAULT_MIDDLEWARES,
     AmqpPublisher,
@@ -88,6 +88,7 @@ class Daemon:
         self._heartbeat = time.monotonic()
         self._heartbeat_task: asyncio.Task[None] | None = None
         self.redis: Redis | None = None
+        self.redis_connector: RedisConnector | None = None
         self.mongo: AsyncMongoClient[dict[str, Any]] | None = None
         self.broker: ClusterRabbitBroker | None = None
         self.rabbit_nodes = NodeList(settings.rabbitmq_nodes, shuffle=settings.amqp.shuffle_nodes)
@@ -108,14 +109,10 @@ class Daemon:
         # retries in s2s_retries_total, so silence them (stamina's hooks are process-global by design).
         stamina.instrumentation.set_on_retry_hooks([])
         self._heartbeat_task = asyncio.create_task(self._beat(), name="s2s-heartbeat")
-        self.redis = Redis.from_url(
-            s.redis_url.get_secret_value(),
-            socket_timeout=2.0,
-            socket_connect_timeout=2.0,
-            health_check_interval=15,
-        )
+        self.redis_connector = RedisConnector(s)
+        self.redis = self.redis_connector.client()
         try:
-            await self._require("redis", s.redis_url.get_secret_value(), self.redis.ping())
+            await self._require("redis", self.redis_connector.describe(), self.redis.ping())
         except DependencyUnavailable as exc:
             # Start anyway: commands fail closed (redelivered later) and readiness reports it.
             log.warning("daemon.redis_unavailable_at_start", error=exc.detail)
@@ -129,7 +126,7 @@ class Daemon:
             self.rabbit_nodes,
             timeout=_AMQP_CONNECT_TIMEOUT_S,
             reconnect_interval=s.amqp.reconnect_interval,
-            client_properties={"connection_name": f"{s.service_name} consumers"},
+            connection_name=f"{s.service_name} consumers",
             graceful_timeout=s.amqp.graceful_timeout,
             middlewares=DEFAULT_MIDDLEWARES,
             default_channel=Channel(publisher_confirms=True),
@@ -294,8 +291,8 @@ class Daemon:
             await self._quietly("sidecar", self.sidecar.stop())
         for client in self.clients.values():
             await self._quietly("http_client", client.aclose())
-        if self.redis is not None:
-            await self._quietly("redis", self.redis.aclose())
+        if self.redis_connector is not None:
+            await self._quietly("redis", self.redis_connector.aclose())
         if self.mongo is not None:
             await self._quietly("mongodb", self.mongo.close())
         if self._heartbeat_task is not None:

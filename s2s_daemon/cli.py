@@ -140,7 +140,7 @@ def preflight(settings: Settings) -> list[str]:
     problems = []
     for name, urls, default_port in (
         ("RabbitMQ", settings.rabbitmq_nodes, 5672),
-        ("Redis", (settings.redis_url.get_secret_value(),), 6379),
+        ("Redis", _redis_addresses(settings), 6379),
     ):
         # a cluster needs one node that answers (the daemon fails over to the others)
         failures = []
@@ -155,6 +155,13 @@ def preflight(settings: Settings) -> list[str]:
         else:
             problems.append(f"s2s-daemon: {name} is not reachable at {', '.join(failures)}; {START_HINTS[name]}")
     return problems
+
+
+def _redis_addresses(settings: Settings) -> tuple[str, ...]:
+    """What preflight checks for Redis: the sentinels when Redis is reached through Sentinel, else the URL."""
+    if settings.redis_sentinel is not None:
+        return tuple(f"redis://{address}" for address in settings.redis_sentinel.addresses)
+    return (settings.redis_url.get_secret_value(),)
 
 
 def _missing_extra(command: str, extra: str, exc: ModuleNotFoundError) -> int:

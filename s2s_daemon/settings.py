@@ -399,6 +399,48 @@ class IdempotencySettings(_Strict):
     )
 
 
+class RedisSentinelSettings(_Strict):
+    """Redis behind Sentinel: the daemon asks the sentinels for the current primary and follows failovers.
+    The primary's credentials, database and TLS (``rediss://``) come from ``redis_url``, whose host and port
+    are then not used. Redis Cluster is not supported."""
+
+    addresses: Annotated[tuple[str, ...], NoDecode] = Field(
+        min_length=1, description="host:port of every sentinel (in the environment: comma-separated)."
+    )
+    primary_name: str = Field(
+        min_length=1, description="The name the sentinels monitor the primary under (`sentinel monitor <name> ...`)."
+    )
+    username: str | None = Field(default=None, description="Username for the sentinels themselves (ACL).")
+    password: SecretStr | None = Field(
+        default=None, description="Password of the sentinels themselves (their requirepass), if any."
+    )
+    min_other_sentinels: int = Field(
+        default=0, ge=0, description="A sentinel's answer counts only if it sees at least this many peers."
+    )
+
+    @field_validator("addresses", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("addresses")
+    @classmethod
+    def _host_port(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for index, address in enumerate(value):
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"[{index}] {address!r} is not host:port")
+            if address in value[:index]:
+                raise ValueError(f"[{index}] {address!r} is listed twice")
+        return value
+
+    @property
+    def hosts(self) -> list[tuple[str, int]]:
+        return [(a.rpartition(":")[0].strip("[]"), int(a.rpartition(":")[2])) for a in self.addresses]
+
+
 class OutboxSettings(_Strict):
     database: str = Field(default="s2s", description="MongoDB database of the outbox.")
     poll_interval: PositiveFloat = Field(default=1.0, description="Relay polling fallback, seconds.")
@@ -558,6 +600,11 @@ class Settings(BaseSettings):
         default=SecretStr("redis://127.0.0.1:6379/0"),
         validation_alias=AliasChoices("REDIS_URL", "S2S_REDIS_URL", "redis_url"),
     )
+    redis_sentinel: RedisSentinelSettings | None = Field(
+        default=None,
+        description="Reach Redis through Sentinel (S2S_REDIS_SENTINEL__ADDRESSES, S2S_REDIS_SENTINEL__PRIMARY_NAME); "
+        "unset: redis_url directly.",
+    )
     mongodb_uri: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("MONGODB_URI", "S2S_MONGODB_URI", "mongodb_uri"),
@@ -589,6 +636,14 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr) -> SecretStr:
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"must be a redis://, rediss:// or unix:// URL, got scheme {scheme or '(none)'!r}")
         return value
 
     @field_validator("rabbitmq_url")

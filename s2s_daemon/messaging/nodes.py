@@ -126,11 +126,13 @@ class ClusterRabbitBroker(RabbitBroker):
     """FastStream's ``RabbitBroker`` over a ``FailoverConnection``: the first connect tries every node, later
     reconnects move through the nodes. Subscribers and publishers are FastStream's own, untouched."""
 
-    def __init__(self, nodes: NodeList, **kwargs: Any) -> None:
+    def __init__(self, nodes: NodeList, *, connection_name: str | None = None, **kwargs: Any) -> None:
         super().__init__(nodes.urls[0], **kwargs)
         self.nodes = nodes
-        # what FastStream put in the URL's query (client properties, reconnect interval...) goes to every node
-        self._options = URL(self._connection_kwargs["url"]).query
+        # what FastStream put in the URL's query goes to every node, with the name the broker shows for the
+        # connection (aiormq reads it from ``?name=``; FastStream's client_properties do not set it)
+        built = URL(self._connection_kwargs["url"])
+        self._options = built.update_query(name=connection_name).query if connection_name else built.query
 
     async def _connect(self) -> RobustConnection:
         errors = []

@@ -82,7 +82,7 @@ def test_start_order_visits_every_node_once() -> None:
 def test_connection_class_carries_the_nodes() -> None:
     """The connection class aio-pika instantiates knows every node."""
     cls = NodeList(NODES).connection_class()
-    assert cls.NODES == tuple(URL(u) for u in NODES)
+    assert tuple(URL(u) for u in NODES) == cls.NODES
 
 
 def test_quorum_group_size_is_declared_only_when_set() -> None:
