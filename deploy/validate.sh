@@ -98,7 +98,7 @@ def classify(root):
     """Print `builtin|crd|kustomize|patch <file>` for every YAML file under root."""
     for path in sorted(pathlib.Path(root).rglob("*.yaml")):
         items = docs(path)
-        if any(has_patch_directive(d) for d in items):
+        if any(isinstance(d, list) or has_patch_directive(d) for d in items):  # a JSON 6902 or strategic patch
             print("patch", path)
         elif any(d.get("kind") in KUSTOMIZE_KINDS for d in items):
             print("kustomize", path)
@@ -386,6 +386,11 @@ if command -v kubectl >/dev/null && kubectl kustomize --help >/dev/null 2>&1; th
   rel=$(realpath --relative-to="$WORK/keda-overlay" deploy/k8s)
   printf 'resources:\n  - %s/overlays/example\ncomponents:\n  - %s/keda\n' "$rel" "$rel" >"$WORK/keda-overlay/kustomization.yaml"
   check "kubectl kustomize + validate: overlays/example + keda" render_and_validate "$WORK/keda-overlay" keda
+  # The operator-managed clusters component: the patched Deployment (RABBITMQ_URLS, Sentinel, replica set) validates.
+  mkdir -p "$WORK/clusters-overlay"
+  rel=$(realpath --relative-to="$WORK/clusters-overlay" deploy/k8s)
+  printf 'resources:\n  - %s/overlays/example\ncomponents:\n  - %s/clusters\n' "$rel" "$rel" >"$WORK/clusters-overlay/kustomization.yaml"
+  check "kubectl kustomize + validate: overlays/example + clusters" render_and_validate "$WORK/clusters-overlay" clusters
 else
   skip "kubectl kustomize" "kubectl not installed; the files were validated one by one instead"
 fi
