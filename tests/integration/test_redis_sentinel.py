@@ -61,5 +61,5 @@ def test_bad_sentinel_settings_are_named() -> None:
     """A sentinel address that is not host:port, or a missing primary name, stops the start naming the key."""
     with pytest.raises(ConfigError, match=r"redis_sentinel\.addresses: Value error, \[1\] 'nowhere' is not host:port"):
         load_settings(redis_sentinel={"addresses": ["a:26379", "nowhere"], "primary_name": "m"})
-    with pytest.raises(ConfigError, match="redis_sentinel.primary_name: Field required"):
+    with pytest.raises(ConfigError, match=r"redis_sentinel\.primary_name: Field required"):
         load_settings(redis_sentinel={"addresses": ["a:26379"]})
