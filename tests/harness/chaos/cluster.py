@@ -10,6 +10,7 @@ node's AMQP port) and which node leads a quorum queue.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,18 +35,23 @@ class PrivateRabbitCluster:
     def start(self) -> PrivateRabbitCluster:
         began = time.monotonic()
         self.home.mkdir(parents=True, exist_ok=True)
-        # the first node writes the cookie; the others must read that same one
-        self.seed.start()
+        # one cookie for all, written before any node starts (a node creates a missing one: they would race)
+        cookie = self.home / ".erlang.cookie"
+        if not cookie.exists():
+            cookie.write_text(secrets.token_hex(16))
+            cookie.chmod(0o400)
         with ThreadPoolExecutor(len(self.nodes)) as pool:
-            list(pool.map(lambda node: node.start(), self.nodes[1:]))
-        self.timings["nodes_started_s"] = round(time.monotonic() - began, 2)
-        for node in self.nodes[1:]:
-            node.ctl("stop_app")
-            node.ctl("join_cluster", self.seed.node)
-            node.ctl("start_app")
+            list(pool.map(lambda node: node.start(), self.nodes))
+            self.timings["nodes_started_s"] = round(time.monotonic() - began, 2)
+            list(pool.map(self._join, self.nodes[1:]))
         self.wait_members(len(self.nodes))
         self.timings["cluster_formed_s"] = round(time.monotonic() - began, 2)
         return self
+
+    def _join(self, node: PrivateRabbit) -> None:
+        node.ctl("stop_app")
+        node.ctl("join_cluster", self.seed.node)
+        node.ctl("start_app")
 
     def running_nodes(self, via: PrivateRabbit | None = None) -> list[str]:
         via = via or next(n for n in self.nodes if n.process is not None and n.process.alive())

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from tests.harness.chaos.counters import latencies, percentile, sum_counters
+from tests.harness.chaos.counters import FaultWindow, latencies, percentile, sum_counters
 from tests.harness.chaos.producer import Command, good_commands
 from tests.harness.chaos.run import Load, ReadinessProbe, ScenarioResult, wait_until
 from tests.harness.chaos.services import PrivateRabbit
@@ -382,7 +382,7 @@ def cluster_node_lost(make_stack: StackFactory, p: Params, result: ScenarioResul
     """A 3-node cluster, the command queues replicated on all three. First the node the daemon's consumers are
     connected to is stopped, then (once it is back and the queues have all members online again, or a second
     stop would take the quorum away) the node leading service-a's command queue. Each fault window is the
-    stop itself, so ``recover s`` counts from the node's loss; the node is started again afterwards."""
+    shutdown's start, so ``recover s`` counts from the node's loss; the node is started again afterwards."""
     options = StackOptions(cluster=3, config=p.get("config", {}))
     with make_stack(options) as stack:
         cluster = stack.cluster
@@ -414,9 +414,11 @@ def cluster_node_lost(make_stack: StackFactory, p: Params, result: ScenarioResul
                 victim = cluster.node_named(cluster.quorum_queues(stack.vhost)[command_queues[0]]["leader"])
             assert victim is not None, "no consumer connection found"
             step: dict[str, Any] = {"stopped": which, "node": victim.node, "answered": load.journal.answered}
-            with load.fault(f"stop {which}"):
-                cluster.stop_node(victim)
             stopped = time.monotonic()
+            cluster.stop_node(victim)  # a graceful shutdown: clients are disconnected early, the node exits later
+            # the window is the shutdown's start, so ``recover s`` counts from the moment the node began to go
+            load.faults.append(FaultWindow(f"stop {which}", stopped, stopped))
+            step["shutdown_s"] = round(time.monotonic() - stopped, 2)
             step["consumers_back"] = wait_until(partial(consumers_back, victim.node), p["recover_s"], 0.25)
             step["consumers_back_s"] = round(time.monotonic() - stopped, 2)
             leader = cluster.quorum_queues(stack.vhost)[command_queues[0]]["leader"]
@@ -442,11 +444,11 @@ def cluster_node_lost(make_stack: StackFactory, p: Params, result: ScenarioResul
 # 10 --------------------------------------------------------------------------------------------------
 def redis_primary_failover(make_stack: StackFactory, p: Params, result: ScenarioResult) -> None:
     """Redis as a primary, a replica and three sentinels; the daemon finds the primary through the sentinels.
-    Replication is asynchronous: to make its window visible, the replica is SIGSTOPped ``lag_s`` before the
-    primary is SIGKILLed (and continued right after), so every record written in that window (``done`` records,
-    claims) is gone once the sentinels promote the replica. After the failover, copies of the commands around
-    the kill are sent again, as a producer retrying would: keys whose ``done`` record was lost must be answered
-    by the outbox backstop (``s2s_dedupe_hits_total{state="backstop"}``), never called twice."""
+    Replication is asynchronous: to make its window visible, the replica is SIGSTOPped and its replication link
+    closed ``lag_s`` before the primary is SIGKILLed (and continued right after), so every record written in that
+    window (``done`` records, claims) is gone once the sentinels promote the replica. After the failover, copies
+    of the commands around the kill are sent again, as a producer retrying would: keys whose ``done`` record was
+    lost must be answered by the outbox backstop (``s2s_dedupe_hits_total{state="backstop"}``), never called twice."""
     originals = good_commands(p["commands"], "s10")
     middle = int(len(originals) * p["at"])
     window = originals[max(0, middle - p["copy_window"]) : middle + p["copy_window"]]
@@ -461,8 +463,11 @@ def redis_primary_failover(make_stack: StackFactory, p: Params, result: Scenario
         replica_pid = sentinels.replica.process.pid
         assert replica_pid is not None
         with load.fault("replica lagging, primary SIGKILLed, sentinels fail over"):
+            # A stopped replica alone loses nothing: the kernel's socket buffers hold what the primary sends and
+            # the replica reads it once continued. Its link is cut too, so the lag window's writes stay behind.
             os.kill(replica_pid, signal.SIGSTOP)
             try:
+                cut = sentinels.cut_replication()
                 answered_at_lag = load.journal.answered
                 time.sleep(p["lag_s"])
                 answered_at_kill = load.journal.answered
@@ -484,6 +489,7 @@ def redis_primary_failover(make_stack: StackFactory, p: Params, result: Scenario
         result.details.update(
             {
                 "sentinel_failover_s": failover_s,
+                "replication_links_cut": cut,
                 "answered_while_replica_lagged": answered_at_kill - answered_at_lag,
                 "copies_sent_again": len(copies),
                 "dedupe_hits_by_state": by_state,
@@ -648,9 +654,10 @@ SCENARIOS: dict[str, Scenario] = {
             "Redis primary SIGKILLed behind Sentinel (replica lagging): failover to the replica",
             redis_primary_failover,
             {"commands": 10_000, "rate": 250, "at": 0.4, "lag_s": 2.0, "copy_window": 1000, "recover_s": 60.0},
+            # at a rate the daemon keeps up with, so that it writes records during the lag window at any speed
             commands=300,
-            rate=60,
-            lag_s=1.0,
+            rate=30,
+            lag_s=1.5,
             copy_window=300,  # every key again
             recover_s=30.0,
         ),

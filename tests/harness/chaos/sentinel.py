@@ -129,6 +129,12 @@ class PrivateSentinels:
                 raise TimeoutError(f"Sentinel group not as expected after {timeout:g}s (see {self.base})")
             time.sleep(0.2)
 
+    def cut_replication(self) -> int:
+        """Close the primary's replication links (``CLIENT KILL TYPE replica``): what it writes from now on reaches
+        no replica until one reconnects. Returns how many links were closed."""
+        with contextlib.closing(self.primary.client()) as r:
+            return int(r.execute_command("CLIENT", "KILL", "TYPE", "replica"))
+
     def kill_primary(self) -> None:
         self.primary.kill()
 
