@@ -91,7 +91,11 @@ class Daemon:
         self.redis_connector: RedisConnector | None = None
         self.mongo: AsyncMongoClient[dict[str, Any]] | None = None
         self.broker: ClusterRabbitBroker | None = None
-        self.rabbit_nodes = NodeList(settings.rabbitmq_nodes, shuffle=settings.amqp.shuffle_nodes)
+        self.rabbit_nodes = NodeList(
+            settings.rabbitmq_nodes,
+            shuffle=settings.amqp.shuffle_nodes,
+            reconnect_interval=settings.amqp.reconnect_interval,
+        )
         self.relay: Relay | None = None
         self.sidecar: SidecarServer | None = None
         self.sampler: StateSampler | None = None

@@ -45,9 +45,13 @@ log = get_logger("s2s.amqp")
 class NodeList:
     """The broker URLs of one cluster (or one node), in the order a new connection tries them."""
 
-    def __init__(self, urls: Sequence[str], *, shuffle: bool = True) -> None:
+    def __init__(self, urls: Sequence[str], *, shuffle: bool = True, reconnect_interval: float | None = None) -> None:
+        """``reconnect_interval``: seconds between a robust connection's attempts (each to the next node), put in
+        every URL's query, where aio-pika reads it; None keeps aio-pika's default (5 s)."""
         if not urls:
             raise ValueError("at least one RabbitMQ URL is needed")
+        if reconnect_interval is not None:
+            urls = [str(URL(u).update_query(reconnect_interval=reconnect_interval)) for u in urls]
         self.urls = tuple(urls)
         self.shuffle = shuffle
 

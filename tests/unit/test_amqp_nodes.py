@@ -79,6 +79,13 @@ def test_start_order_visits_every_node_once() -> None:
     assert starts == set(NODES)
 
 
+def test_reconnect_interval_reaches_every_node() -> None:
+    """The reconnect interval is in every node's URL, where aio-pika's robust connection reads it."""
+    nodes = NodeList(NODES, reconnect_interval=1.5)
+    assert [URL(u).query["reconnect_interval"] for u in nodes.urls] == ["1.5"] * 3
+    assert [URL(u).with_query(None) for u in nodes.urls] == [URL(u) for u in NODES]
+
+
 def test_connection_class_carries_the_nodes() -> None:
     """The connection class aio-pika instantiates knows every node."""
     cls = NodeList(NODES).connection_class()
