@@ -450,16 +450,15 @@ def redis_primary_failover(make_stack: StackFactory, p: Params, result: Scenario
     of the commands around the kill are sent again, as a producer retrying would: keys whose ``done`` record was
     lost must be answered by the outbox backstop (``s2s_dedupe_hits_total{state="backstop"}``), never called twice."""
     originals = good_commands(p["commands"], "s10")
-    middle = int(len(originals) * p["at"])
-    window = originals[max(0, middle - p["copy_window"]) : middle + p["copy_window"]]
-    copies = [Command(f"{c.id}-again", c.routing_key, c.body, key=c.key) for c in window]
     with make_stack(StackOptions(sentinel=True)) as stack:
         sentinels = stack.sentinel
         assert sentinels is not None
         assert sentinels.replica.process is not None
         result.details["stack"] = stack.timings
         load = Load(stack, originals, p["rate"]).start()
-        load.wait_answered(p["at"], p["trigger_s"])
+        # triggered on the daemon's progress (outbox documents written), not on replies, which can trail it
+        target = int(len(originals) * p["at"])
+        wait_until(lambda: sum(stack.outbox_counts().values()) >= target, p["trigger_s"], 0.2)
         replica_pid = sentinels.replica.process.pid
         assert replica_pid is not None
         with load.fault("replica lagging, primary SIGKILLed, sentinels fail over"):
@@ -471,13 +470,18 @@ def redis_primary_failover(make_stack: StackFactory, p: Params, result: Scenario
                 answered_at_lag = load.journal.answered
                 time.sleep(p["lag_s"])
                 answered_at_kill = load.journal.answered
+                # how far the daemon got (outbox documents written), not how far the replies got: under a
+                # backlog the replies trail the daemon's work by thousands
+                processed = sum(stack.outbox_counts().values())
                 sentinels.kill_primary()
             finally:
                 os.kill(replica_pid, signal.SIGCONT)
             failover_s = sentinels.wait_failover(p["recover_s"])
         load.quiesce(timeout=p["quiesce_s"], stall=p["stall_s"], settle=p["settle_s"])
         load.finish()
-        # the same keys again, after the failover, counted together with the first phase
+        # the keys the daemon worked on around the kill, again, after the failover, counted with the first phase
+        window = originals[max(0, processed - p["copy_window"]) : processed + p["copy_window"]]
+        copies = [Command(f"{c.id}-again", c.routing_key, c.body, key=c.key) for c in window]
         again = Load(stack, copies, p["rate"], after=load).start()
         _quiesce_and_count(again, stack, p, result)
         metrics = [d.metrics() for d in stack.daemons]
@@ -491,6 +495,7 @@ def redis_primary_failover(make_stack: StackFactory, p: Params, result: Scenario
                 "sentinel_failover_s": failover_s,
                 "replication_links_cut": cut,
                 "answered_while_replica_lagged": answered_at_kill - answered_at_lag,
+                "processed_at_kill": processed,
                 "copies_sent_again": len(copies),
                 "dedupe_hits_by_state": by_state,
             }
