@@ -12,9 +12,12 @@ import pytest
 from aio_pika.exceptions import AMQPConnectionError
 from faststream import AckPolicy
 from faststream.rabbit import RabbitQueue
+from yarl import URL
 
+from s2s_daemon.cli import preflight
 from s2s_daemon.local import free_port
 from s2s_daemon.messaging import ClusterRabbitBroker, FailoverConnection, NodeList, connect_failover, connect_first
+from s2s_daemon.settings import load_settings
 from tests.harness.chaos.proxy import FaultProxy
 from tests.support import RABBITMQ_URL, wait_for
 
@@ -62,9 +65,8 @@ async def test_lost_node_fails_over_and_consumers_come_back() -> None:
     async def handle(message: aio_pika.IncomingMessage) -> None:
         received.append(message.body)
 
-    broker.subscriber(
-        RabbitQueue(queue, auto_delete=True), ack_policy=AckPolicy.ACK, no_reply=True, decoder=lambda m: m
-    )(handle)
+    # not auto-delete: the lost connection takes its consumer away, which would delete such a queue
+    broker.subscriber(RabbitQueue(queue), ack_policy=AckPolicy.ACK, no_reply=True, decoder=lambda m: m)(handle)
     producer = await aio_pika.connect(RABBITMQ_URL)
     try:
         await broker.start()
@@ -83,6 +85,8 @@ async def test_lost_node_fails_over_and_consumers_come_back() -> None:
         await wait_for(lambda: b"after" in received, 20)
     finally:
         await broker.stop()
+        cleanup = await producer.channel()
+        await cleanup.queue_delete(queue)
         await producer.close()
         await proxy.stop()
 
@@ -91,3 +95,19 @@ async def _consumers(channel: aio_pika.abc.AbstractChannel, queue: str) -> bool:
     declared = await channel.declare_queue(queue, passive=True)
     await asyncio.sleep(0)
     return bool(declared.declaration_result.consumer_count)
+
+
+def test_preflight_checks_every_node_and_the_sentinels() -> None:
+    """Preflight passes when one broker node answers, names every node when none does, and checks the sentinels
+    (not redis_url's host) when Redis is reached through Sentinel."""
+    dead = [f"amqp://u:p@127.0.0.1:{free_port()}/" for _ in range(2)]
+    sentinel = f"127.0.0.1:{free_port()}"
+    settings = load_settings(
+        rabbitmq_urls=[*dead, "amqp://guest:guest@127.0.0.1:5672/"],
+        redis_sentinel={"addresses": [sentinel], "primary_name": "m"},
+    )
+    problems = preflight(settings)
+    assert len(problems) == 1
+    assert f"Redis is not reachable at {sentinel}" in problems[0]
+    (rabbit,) = preflight(load_settings(rabbitmq_urls=dead))
+    assert all(URL(u).authority.split("@")[1] in rabbit for u in dead)
