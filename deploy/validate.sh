@@ -66,7 +66,13 @@ KNOWN_CRDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("keda.sh/v1alpha1", "ScaledObject"),
     ("keda.sh/v1alpha1", "TriggerAuthentication"),
+    ("rabbitmq.com/v1beta1", "RabbitmqCluster"),
+    ("redis.redis.opstreelabs.in/v1beta2", "RedisReplication"),
+    ("redis.redis.opstreelabs.in/v1beta2", "RedisSentinel"),
+    ("mongodbcommunity.mongodb.com/v1", "MongoDBCommunity"),
 }
+# Their JSON Schemas, made from the operators' published CRDs (deploy/schemas/SOURCES.md).
+SCHEMAS = pathlib.Path("deploy/schemas")
 
 
 def docs(path):
@@ -79,11 +85,20 @@ def is_builtin(api_version):
     return "." not in group or group.endswith(".k8s.io")
 
 
+def has_patch_directive(node):
+    """A strategic merge patch: a `$patch` directive at any depth (a list item to delete, an object to replace)."""
+    if isinstance(node, dict):
+        return "$patch" in node or any(has_patch_directive(v) for v in node.values())
+    if isinstance(node, list):
+        return any(has_patch_directive(v) for v in node)
+    return False
+
+
 def classify(root):
     """Print `builtin|crd|kustomize|patch <file>` for every YAML file under root."""
     for path in sorted(pathlib.Path(root).rglob("*.yaml")):
         items = docs(path)
-        if any("$patch" in d for d in items):
+        if any(isinstance(d, list) or has_patch_directive(d) for d in items):  # a JSON 6902 or strategic patch
             print("patch", path)
         elif any(d.get("kind") in KUSTOMIZE_KINDS for d in items):
             print("kustomize", path)
@@ -170,6 +185,19 @@ def crds(*paths):
     return ok
 
 
+def crd_schema(path):
+    """Print the vendored schema of a one-document custom resource file; nothing when none is vendored."""
+    items = docs(path)
+    if len(items) != 1:
+        return True
+    api, kind = items[0].get("apiVersion", ""), items[0].get("kind", "")
+    group, _, version = api.rpartition("/")
+    schema = SCHEMAS / f"{kind.lower()}-{group.split('.')[0]}-{version}.json"
+    if schema.is_file():
+        print(schema)
+    return True
+
+
 def configmap_config(path, out):
     """Write the config file a ConfigMap carries, for `s2s-daemon check-config`."""
     (cm,) = docs(path)
@@ -230,6 +258,7 @@ COMMANDS = {
     "classify": classify,
     "kustomization": kustomization,
     "crds": crds,
+    "crd-schema": crd_schema,
     "configmap-config": configmap_config,
     "copy-sources": copy_sources,
     "dashboard-rules": dashboard_rules,
@@ -330,6 +359,13 @@ done
 if [ ${#crd[@]} -gt 0 ]; then
   check "custom resources: ${crd[*]}" helper crds "${crd[@]}"
 fi
+# The operators' custom resources against their own CRD schemas (strict: an unknown field is an error).
+for file in "${crd[@]}"; do
+  schema=$(helper crd-schema "$file") || { failed+=("crd-schema $file"); continue; }
+  if [ -n "$schema" ]; then
+    check "check-jsonschema $(basename "$schema"): $file" "$VENV/bin/check-jsonschema" --schemafile "$schema" "$file"
+  fi
+done
 configmap_config() {
   helper configmap-config deploy/k8s/base/configmap.yaml "$WORK/configmap-config.yaml" &&
     "$VENV/bin/s2s-daemon" check-config "$WORK/configmap-config.yaml"
@@ -350,6 +386,11 @@ if command -v kubectl >/dev/null && kubectl kustomize --help >/dev/null 2>&1; th
   rel=$(realpath --relative-to="$WORK/keda-overlay" deploy/k8s)
   printf 'resources:\n  - %s/overlays/example\ncomponents:\n  - %s/keda\n' "$rel" "$rel" >"$WORK/keda-overlay/kustomization.yaml"
   check "kubectl kustomize + validate: overlays/example + keda" render_and_validate "$WORK/keda-overlay" keda
+  # The operator-managed clusters component: the patched Deployment (RABBITMQ_URLS, Sentinel, replica set) validates.
+  mkdir -p "$WORK/clusters-overlay"
+  rel=$(realpath --relative-to="$WORK/clusters-overlay" deploy/k8s)
+  printf 'resources:\n  - %s/overlays/example\ncomponents:\n  - %s/clusters\n' "$rel" "$rel" >"$WORK/clusters-overlay/kustomization.yaml"
+  check "kubectl kustomize + validate: overlays/example + clusters" render_and_validate "$WORK/clusters-overlay" clusters
 else
   skip "kubectl kustomize" "kubectl not installed; the files were validated one by one instead"
 fi

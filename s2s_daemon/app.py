@@ -24,7 +24,7 @@ import aiormq
 import stamina
 from beanie import init_beanie
 from faststream import AckPolicy
-from faststream.rabbit import Channel, RabbitBroker
+from faststream.rabbit import Channel
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
@@ -40,13 +40,15 @@ from s2s_daemon.http import (
     ping_check,
     run_checks,
 )
-from s2s_daemon.idempotency import IdempotencyStore
+from s2s_daemon.idempotency import IdempotencyStore, RedisConnector
 from s2s_daemon.messaging import (
     DEFAULT_MIDDLEWARES,
     AmqpPublisher,
+    ClusterRabbitBroker,
     CommandGateway,
     ConsumerGate,
     DependencyHold,
+    NodeList,
     Topology,
 )
 from s2s_daemon.observability import Metrics, StateSampler, get_logger, package_version, redact_url
@@ -58,6 +60,7 @@ from s2s_daemon.settings import DEFAULT_MONGODB_URI, Settings
 
 log = get_logger("s2s.daemon")
 _STOP_STEP_TIMEOUT_S = 15.0  # per shutdown step beyond the drain's own grace period
+_AMQP_CONNECT_TIMEOUT_S = 5.0  # one connection attempt to one broker node
 
 
 def _in_flight(subscriber: Any) -> int:
@@ -88,8 +91,14 @@ class Daemon:
         self._heartbeat = time.monotonic()
         self._heartbeat_task: asyncio.Task[None] | None = None
         self.redis: Redis | None = None
+        self.redis_connector: RedisConnector | None = None
         self.mongo: AsyncMongoClient[dict[str, Any]] | None = None
-        self.broker: RabbitBroker | None = None
+        self.broker: ClusterRabbitBroker | None = None
+        self.rabbit_nodes = NodeList(
+            settings.rabbitmq_nodes,
+            shuffle=settings.amqp.shuffle_nodes,
+            reconnect_interval=settings.amqp.reconnect_interval,
+        )
         self.relay: Relay | None = None
         self.sidecar: SidecarServer | None = None
         self.sampler: StateSampler | None = None
@@ -107,14 +116,10 @@ class Daemon:
         # retries in s2s_retries_total, so silence them (stamina's hooks are process-global by design).
         stamina.instrumentation.set_on_retry_hooks([])
         self._heartbeat_task = asyncio.create_task(self._beat(), name="s2s-heartbeat")
-        self.redis = Redis.from_url(
-            s.redis_url.get_secret_value(),
-            socket_timeout=2.0,
-            socket_connect_timeout=2.0,
-            health_check_interval=15,
-        )
+        self.redis_connector = RedisConnector(s)
+        self.redis = self.redis_connector.client()
         try:
-            await self._require("redis", s.redis_url.get_secret_value(), self.redis.ping())
+            await self._require("redis", self.redis_connector.describe(), self.redis.ping())
         except DependencyUnavailable as exc:
             # Start anyway: commands fail closed (redelivered later) and readiness reports it.
             log.warning("daemon.redis_unavailable_at_start", error=exc.detail)
@@ -124,8 +129,11 @@ class Daemon:
         await self._require("mongodb", mongo_uri, self.mongo.admin.command("ping"))
         await init_beanie(database=self.mongo[s.outbox.database], document_models=[OutboxDocument])
 
-        self.broker = RabbitBroker(
-            s.rabbitmq_url.get_secret_value(),
+        self.broker = ClusterRabbitBroker(
+            self.rabbit_nodes,
+            timeout=_AMQP_CONNECT_TIMEOUT_S,
+            reconnect_interval=s.amqp.reconnect_interval,
+            connection_name=f"{s.service_name} consumers",
             graceful_timeout=s.amqp.graceful_timeout,
             middlewares=DEFAULT_MIDDLEWARES,
             default_channel=Channel(publisher_confirms=True),
@@ -200,8 +208,10 @@ class Daemon:
             decoder=message_itself,
         )(pipeline.handle_unrouted)
 
-        rabbit_url = s.rabbitmq_url.get_secret_value()
-        await self._require("rabbitmq", rabbit_url, self.broker.connect())
+        rabbit_url = ", ".join(self.rabbit_nodes.urls)
+        # every node is tried once, each attempt bounded
+        bound = _AMQP_CONNECT_TIMEOUT_S * len(self.rabbit_nodes.urls) + 1.0
+        await self._require("rabbitmq", rabbit_url, self.broker.connect(), bound)
         try:
             await self.topology.declare(self.broker)
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
@@ -222,7 +232,13 @@ class Daemon:
         context = self._sidecar_context()
         self.sidecar = SidecarServer(create_app(context), s.http.host, s.http.port)
         await self.sidecar.start()
-        self.sampler = StateSampler(rabbit_url, self.topology, self.metrics, lambda: self._is_ready(context))
+        self.sampler = StateSampler(
+            self.rabbit_nodes.start_order(),
+            self.topology,
+            self.metrics,
+            lambda: self._is_ready(context),
+            connection_class=self.rabbit_nodes.connection_class(),
+        )
         self.sampler.start()
         log.info(
             "daemon.started",
@@ -286,8 +302,8 @@ class Daemon:
             await self._quietly("sidecar", self.sidecar.stop())
         for client in self.clients.values():
             await self._quietly("http_client", client.aclose())
-        if self.redis is not None:
-            await self._quietly("redis", self.redis.aclose())
+        if self.redis_connector is not None:
+            await self._quietly("redis", self.redis_connector.aclose())
         if self.mongo is not None:
             await self._quietly("mongodb", self.mongo.close())
         if self.tracing.enabled:  # the spans still buffered go out (bounded by the exporter's timeout)
@@ -342,9 +358,9 @@ class Daemon:
             log.warning("daemon.stop_step_failed", step=step, exc_info=True)
 
     # internals ---------------------------------------------------------------------------------
-    async def _require(self, name: str, url: str, ping: Any) -> None:
+    async def _require(self, name: str, url: str, ping: Any, timeout: float = 5.0) -> None:
         try:
-            await asyncio.wait_for(ping, 5.0)
+            await asyncio.wait_for(ping, timeout)
         except Exception as exc:
             raise DependencyUnavailable(name, f"{redact_url(url)}: {type(exc).__name__}: {exc}") from exc
 
@@ -415,7 +431,7 @@ class Daemon:
             outbox_counts=outbox_counts,
             clients=self.clients,
             gateway=CommandGateway(
-                s.rabbitmq_url.get_secret_value(),
+                self.rabbit_nodes,
                 self.topology,
                 self.owner,
                 s.service_name,

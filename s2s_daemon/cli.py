@@ -138,19 +138,30 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 def preflight(settings: Settings) -> list[str]:
     """One clear line per unreachable dependency, with how to start it."""
     problems = []
-    for name, url, default_port in (
-        ("RabbitMQ", settings.rabbitmq_url.get_secret_value(), 5672),
-        ("Redis", settings.redis_url.get_secret_value(), 6379),
+    for name, urls, default_port in (
+        ("RabbitMQ", settings.rabbitmq_nodes, 5672),
+        ("Redis", _redis_addresses(settings), 6379),
     ):
-        parts = urlsplit(url)
-        host, port = parts.hostname or "127.0.0.1", parts.port or default_port
-        try:
-            socket.create_connection((host, port), timeout=2.0).close()
-        except OSError as exc:
-            problems.append(
-                f"s2s-daemon: {name} is not reachable at {host}:{port} ({exc.strerror}); {START_HINTS[name]}"
-            )
+        # a cluster needs one node that answers (the daemon fails over to the others)
+        failures = []
+        for url in urls:
+            parts = urlsplit(url)
+            host, port = parts.hostname or "127.0.0.1", parts.port or default_port
+            try:
+                socket.create_connection((host, port), timeout=2.0).close()
+                break
+            except OSError as exc:
+                failures.append(f"{host}:{port} ({exc.strerror})")
+        else:
+            problems.append(f"s2s-daemon: {name} is not reachable at {', '.join(failures)}; {START_HINTS[name]}")
     return problems
+
+
+def _redis_addresses(settings: Settings) -> tuple[str, ...]:
+    """What preflight checks for Redis: the sentinels when Redis is reached through Sentinel, else the URL."""
+    if settings.redis_sentinel is not None:
+        return tuple(f"redis://{address}" for address in settings.redis_sentinel.addresses)
+    return (settings.redis_url.get_secret_value(),)
 
 
 def _missing_extra(command: str, extra: str, exc: ModuleNotFoundError) -> int:
@@ -221,12 +232,12 @@ def cmd_send(args: argparse.Namespace) -> int:
 async def _send(settings: Settings, routing_key: str, body: Any, wait: bool, timeout: float, key: str | None) -> int:
     import aio_pika
 
-    from s2s_daemon.messaging import Topology
+    from s2s_daemon.messaging import NodeList, Topology, connect_first
 
     key = key or uuid.uuid4().hex
     correlation_id = uuid.uuid4().hex
     try:
-        connection = await aio_pika.connect(settings.rabbitmq_url.get_secret_value(), timeout=5)
+        connection = await connect_first(NodeList(settings.rabbitmq_nodes), timeout=5)
     except Exception as exc:
         raise DependencyUnavailable("rabbitmq", f"{type(exc).__name__}: {exc}") from exc
     async with connection:

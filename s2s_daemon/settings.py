@@ -12,7 +12,8 @@ import base64
 import re
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from jsonschema import Draft202012Validator
@@ -32,6 +33,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -357,6 +359,23 @@ class AmqpSettings(_Strict):
         default=50, description="Delayed redeliveries of one message before it is dead-lettered."
     )
     graceful_timeout: PositiveFloat = Field(default=20.0, description="Seconds in-flight handlers get on stop.")
+    reconnect_interval: PositiveFloat = Field(
+        default=2.0,
+        description="Seconds between reconnect attempts after a broker connection is lost; with several nodes "
+        "(`rabbitmq_urls`) each attempt goes to the next node.",
+    )
+    shuffle_nodes: bool = Field(
+        default=True,
+        description="With several nodes: each connection starts at a random node of `rabbitmq_urls` (replicas "
+        "spread over the cluster); false: at the first listed.",
+    )
+    quorum_initial_group_size: PositiveInt | None = Field(
+        default=None,
+        description="x-quorum-initial-group-size of the command, delay, dead-letter and unrouted queues: replicas "
+        "of each. Unset: the broker's default (every node in the cluster when the queue is declared). The broker "
+        "refuses a value that differs from an existing queue's (PRECONDITION_FAILED): use rabbitmq-queues grow "
+        "or shrink for those.",
+    )
 
     @field_validator("prefix")
     @classmethod
@@ -381,6 +400,48 @@ class IdempotencySettings(_Strict):
     done_ttl_seconds: PositiveInt = Field(
         default=86_400, description="How long a completed key is remembered in Redis (24 h)."
     )
+
+
+class RedisSentinelSettings(_Strict):
+    """Redis behind Sentinel: the daemon asks the sentinels for the current primary and follows failovers.
+    The primary's credentials, database and TLS (``rediss://``) come from ``redis_url``, whose host and port
+    are then not used. Redis Cluster is not supported."""
+
+    addresses: Annotated[tuple[str, ...], NoDecode] = Field(
+        min_length=1, description="host:port of every sentinel (in the environment: comma-separated)."
+    )
+    primary_name: str = Field(
+        min_length=1, description="The name the sentinels monitor the primary under (`sentinel monitor <name> ...`)."
+    )
+    username: str | None = Field(default=None, description="Username for the sentinels themselves (ACL).")
+    password: SecretStr | None = Field(
+        default=None, description="Password of the sentinels themselves (their requirepass), if any."
+    )
+    min_other_sentinels: int = Field(
+        default=0, ge=0, description="A sentinel's answer counts only if it sees at least this many peers."
+    )
+
+    @field_validator("addresses", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("addresses")
+    @classmethod
+    def _host_port(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for index, address in enumerate(value):
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"[{index}] {address!r} is not host:port")
+            if address in value[:index]:
+                raise ValueError(f"[{index}] {address!r} is listed twice")
+        return value
+
+    @property
+    def hosts(self) -> list[tuple[str, int]]:
+        return [(a.rpartition(":")[0].strip("[]"), int(a.rpartition(":")[2])) for a in self.addresses]
 
 
 class OutboxSettings(_Strict):
@@ -494,6 +555,20 @@ class WebhookSourceSettings(BaseModel):
         return value
 
 
+def amqp_url_problem(url: str) -> str:
+    """Check an AMQP URL (scheme, host); returns its virtual host. The URL itself is never in the message."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("amqp", "amqps"):
+        raise ValueError(f"must be an amqp:// or amqps:// URL, got scheme {parts.scheme or '(none)'!r}")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return parts.path[1:] if parts.path not in ("", "/") else "/"
+
+
 def standard_webhooks_key(secret: str, index: int) -> bytes:
     """The HMAC key of a Standard Webhooks secret (``whsec_<base64>`` or bare base64); ValueError names the entry."""
     if secret.startswith("whpk_"):
@@ -524,9 +599,20 @@ class Settings(BaseSettings):
         default=SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
         validation_alias=AliasChoices("RABBITMQ_URL", "S2S_RABBITMQ_URL", "rabbitmq_url"),
     )
+    rabbitmq_urls: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(),
+        validation_alias=AliasChoices("RABBITMQ_URLS", "S2S_RABBITMQ_URLS", "rabbitmq_urls"),
+        description="Every node of a RabbitMQ cluster (a list; in the environment, comma-separated): the daemon "
+        "connects to one and fails over to the next when it goes away. Replaces `rabbitmq_url`.",
+    )
     redis_url: SecretStr = Field(
         default=SecretStr("redis://127.0.0.1:6379/0"),
         validation_alias=AliasChoices("REDIS_URL", "S2S_REDIS_URL", "redis_url"),
+    )
+    redis_sentinel: RedisSentinelSettings | None = Field(
+        default=None,
+        description="Reach Redis through Sentinel (S2S_REDIS_SENTINEL__ADDRESSES, S2S_REDIS_SENTINEL__PRIMARY_NAME); "
+        "unset: redis_url directly.",
     )
     mongodb_uri: SecretStr | None = Field(
         default=None,
@@ -553,6 +639,52 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("rabbitmq_urls", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr) -> SecretStr:
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"must be a redis://, rediss:// or unix:// URL, got scheme {scheme or '(none)'!r}")
+        return value
+
+    @field_validator("rabbitmq_url")
+    @classmethod
+    def _amqp_url(cls, value: SecretStr) -> SecretStr:
+        amqp_url_problem(value.get_secret_value())
+        return value
+
+    @field_validator("rabbitmq_urls")
+    @classmethod
+    def _amqp_urls(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        urls = [url.get_secret_value() for url in value]
+        vhosts = set()
+        for index, url in enumerate(urls):
+            try:
+                vhosts.add(amqp_url_problem(url))
+            except ValueError as exc:
+                raise ValueError(f"[{index}]: {exc}") from None
+            if url in urls[:index]:
+                raise ValueError(f"[{index}] repeats [{urls.index(url)}]")
+        if len(vhosts) > 1:
+            raise ValueError(f"every node must name the same virtual host, got {sorted(vhosts)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_broker_setting(self) -> Settings:
+        if self.rabbitmq_urls and "rabbitmq_url" in self.model_fields_set:
+            raise ValueError(
+                "rabbitmq_url and rabbitmq_urls are both set (RABBITMQ_URL / RABBITMQ_URLS): list every node in "
+                "rabbitmq_urls and unset rabbitmq_url"
+            )
+        return self
 
     @field_validator("downstreams")
     @classmethod
@@ -606,6 +738,12 @@ class Settings(BaseSettings):
         if path is not None:
             sources.append(_YamlFileSource(settings_cls, path))
         return tuple(sources)
+
+    @property
+    def rabbitmq_nodes(self) -> tuple[str, ...]:
+        """The broker URLs to connect to: ``rabbitmq_urls``, or the one ``rabbitmq_url``."""
+        urls = self.rabbitmq_urls or (self.rabbitmq_url,)
+        return tuple(url.get_secret_value() for url in urls)
 
     def route(self, routing_key: str) -> tuple[str, str, RouteSettings] | None:
         """``service-a.create-resource`` -> (downstream, action, route), or None when not declared."""

@@ -35,7 +35,8 @@ _ID = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[\x21-\
 def build_asyncapi(settings: Settings, version: str = "0+unknown") -> dict[str, Any]:
     """The whole document, as plain JSON-ready data."""
     topology = Topology.from_settings(settings.amqp, tuple(settings.downstreams))
-    vhost = _vhost(settings.rabbitmq_url.get_secret_value())
+    nodes = settings.rabbitmq_nodes
+    vhost = _vhost(nodes[0])
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {
@@ -152,7 +153,8 @@ def build_asyncapi(settings: Settings, version: str = "0+unknown") -> dict[str, 
             "`idempotency-key` header); the same key with the same payload is applied at most once.",
         },
         "defaultContentType": "application/json",
-        "servers": {"rabbitmq": _server(settings.rabbitmq_url.get_secret_value())},
+        # one server per cluster node: "rabbitmq", then "rabbitmq-2", "rabbitmq-3"...
+        "servers": {("rabbitmq" if i == 1 else f"rabbitmq-{i}"): _server(url) for i, url in enumerate(nodes, 1)},
         "channels": channels,
         "operations": operations,
         "components": {"messages": messages, "schemas": _schemas()},

@@ -1,6 +1,7 @@
 """The sidecar's AMQP side: publish HTTP-submitted commands with confirms and collect their replies.
 
-One robust aio-pika connection per daemon process, separate from FastStream's consumers, with:
+One robust aio-pika connection per daemon process (failing over between the nodes of a cluster, ``nodes``),
+separate from FastStream's consumers, with:
 
 * a confirm channel: ``publish_command`` returns only after the broker confirmed the persistent message;
 * one long-lived reply queue, exclusive and auto-delete, named after the process (``<prefix>.sidecar.<owner>.
@@ -29,6 +30,7 @@ from aio_pika.abc import (
 
 from s2s_daemon.errors import DependencyUnavailable
 from s2s_daemon.messaging import contracts as c
+from s2s_daemon.messaging.nodes import NodeList, connect_failover
 from s2s_daemon.messaging.topology import Topology
 from s2s_daemon.observability.correlation import TraceContext
 from s2s_daemon.observability.logging import get_logger
@@ -44,14 +46,14 @@ _WaitKey = tuple[str, str]
 class CommandGateway:
     def __init__(
         self,
-        url: str,
+        nodes: NodeList | str,
         topology: Topology,
         owner: str,
         app_id: str,
         publish_timeout: float = 5.0,
         tracing: Tracing = NO_TRACING,
     ) -> None:
-        self._url = url
+        self._nodes = NodeList([nodes]) if isinstance(nodes, str) else nodes
         self._tracing = tracing
         self._topology = topology
         self._app_id = app_id
@@ -67,8 +69,8 @@ class CommandGateway:
     async def start(self) -> None:
         try:
             self._connection = await asyncio.wait_for(
-                aio_pika.connect_robust(self._url, client_properties={"connection_name": f"{self._app_id} sidecar"}),
-                5.0,
+                connect_failover(self._nodes, client_properties={"connection_name": f"{self._app_id} sidecar"}),
+                5.0 * len(self._nodes.urls),
             )
             channel = await self._connection.channel(publisher_confirms=True)
             self._exchange = await channel.get_exchange(self._topology.commands_exchange_name, ensure=False)

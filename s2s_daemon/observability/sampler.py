@@ -42,13 +42,19 @@ class QueueNames(Protocol):
 class StateSampler:
     def __init__(
         self,
-        rabbitmq_url: str,
+        rabbitmq_urls: str | Sequence[str],
         topology: QueueNames,
         metrics: Metrics,
         is_ready: Callable[[], Awaitable[bool]],
         interval: float = DEFAULT_INTERVAL_S,
+        connection_class: type[aio_pika.RobustConnection] = aio_pika.RobustConnection,
     ) -> None:
-        self._url = rabbitmq_url
+        """``rabbitmq_urls``: the nodes of a cluster (or one URL); a failed connect moves on to the next node for
+        the next sample. ``connection_class``: the messaging layer's failover connection, so that an established
+        connection moves through the nodes too."""
+        self._urls = [rabbitmq_urls] if isinstance(rabbitmq_urls, str) else list(rabbitmq_urls)
+        self._next_url = 0
+        self._connection_class = connection_class
         self._topology = topology
         self._metrics = metrics
         self._is_ready = is_ready
@@ -86,12 +92,14 @@ class StateSampler:
         self._metrics.ready.set(1 if ready else 0)
         if self._connection is None:
             # Kept before connecting, so a stop() that cancels us mid-connect still closes it.
-            connection = aio_pika.RobustConnection(aio_pika.connection.make_url(self._url))
+            url = self._urls[self._next_url]
+            connection = self._connection_class(aio_pika.connection.make_url(url))
             self._connection = connection
             try:
                 await connection.connect(timeout=5)
             except BaseException:
                 self._connection = None
+                self._next_url = (self._next_url + 1) % len(self._urls)
                 with contextlib.suppress(Exception):
                     await connection.close()
                 raise

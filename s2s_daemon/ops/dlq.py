@@ -56,7 +56,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, 
 
 from s2s_daemon.clock import now_ms
 from s2s_daemon.errors import DeadLetterQueueError, DependencyUnavailable
-from s2s_daemon.messaging import Topology, header_int, header_text
+from s2s_daemon.messaging import NodeList, Topology, connect_first, header_int, header_text
 from s2s_daemon.messaging import contracts as c
 from s2s_daemon.settings import Settings
 
@@ -349,10 +349,11 @@ class DeadLetterQueue:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeadLetterQueue:
-        return cls(settings.rabbitmq_url.get_secret_value(), settings.amqp.prefix)
+        return cls(settings.rabbitmq_nodes, settings.amqp.prefix)
 
-    def __init__(self, url: str, prefix: str, *, connect_timeout: float = 10.0) -> None:
-        self.url = url
+    def __init__(self, urls: str | Sequence[str], prefix: str, *, connect_timeout: float = 10.0) -> None:
+        """``urls``: one broker URL, or every node of a cluster (the first that answers is used)."""
+        self.nodes = NodeList([urls] if isinstance(urls, str) else urls, shuffle=False)
         names = Topology.of_prefix(prefix)
         self.queue_name = names.dlq_name
         self.commands_exchange_name = names.commands_exchange_name
@@ -361,7 +362,7 @@ class DeadLetterQueue:
 
     async def __aenter__(self) -> DeadLetterQueue:
         try:
-            self._connection = await aio_pika.connect(self.url, timeout=self._connect_timeout)
+            self._connection = await connect_first(self.nodes, timeout=self._connect_timeout)
         except Exception as exc:
             raise DependencyUnavailable("rabbitmq", f"{type(exc).__name__}: {exc}") from exc
         return self

@@ -99,6 +99,18 @@ def test_server_has_no_credentials(doc: dict[str, Any]) -> None:
     assert b"secret" not in orjson.dumps(doc)
 
 
+def test_every_cluster_node_is_a_server() -> None:
+    """With rabbitmq_urls, each node is a server of the document (the first keeps the name "rabbitmq")."""
+    urls = [f"amqps://user:secret@mq-{i}.example:5671/prod" for i in (1, 2, 3)]
+    doc = build_asyncapi(load_settings(EXAMPLE, rabbitmq_urls=urls), "1.2.3")
+    assert {name: server["host"] for name, server in doc["servers"].items()} == {
+        "rabbitmq": "mq-1.example:5671",
+        "rabbitmq-2": "mq-2.example:5671",
+        "rabbitmq-3": "mq-3.example:5671",
+    }
+    assert b"secret" not in orjson.dumps(doc)
+
+
 def test_cli_writes_json_and_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`s2s-daemon docs asyncapi` writes the document to stdout, a JSON file or a YAML file."""
     assert main(["docs", "asyncapi", "-c", str(EXAMPLE)]) == 0

@@ -166,15 +166,21 @@ class Journal:
             return True
 
 
-def _parameters(url: str) -> pika.URLParameters:
-    params = pika.URLParameters(url)
-    params.connection_attempts = 1
-    params.socket_timeout = 5
-    params.blocked_connection_timeout = 120
-    return params
+Urls = str | list[str]  # one node, or every node of a cluster (pika tries them in order)
 
 
-def declare_reply_queue(url: str, name: str) -> None:
+def _parameters(urls: Urls) -> list[pika.URLParameters]:
+    out = []
+    for url in [urls] if isinstance(urls, str) else urls:
+        params = pika.URLParameters(url)
+        params.connection_attempts = 1
+        params.socket_timeout = 5
+        params.blocked_connection_timeout = 120
+        out.append(params)
+    return out
+
+
+def declare_reply_queue(url: Urls, name: str) -> None:
     """A durable quorum queue for replies: they outlive the observer's connection and a broker restart."""
     connection = pika.BlockingConnection(_parameters(url))
     try:
@@ -201,7 +207,7 @@ class Publisher(Worker):
 
     def __init__(
         self,
-        url: str,
+        url: Urls,
         exchange: str,
         reply_queue: str,
         commands: list[Command],
@@ -276,7 +282,7 @@ class Observer(Worker):
     recording what arrives; acks after recording. One connection per queue: a 20 MiB dead letter must not
     queue up the replies behind it in the harness's own socket."""
 
-    def __init__(self, url: str, queue: str, journal: Journal, *, dead: bool = False) -> None:
+    def __init__(self, url: Urls, queue: str, journal: Journal, *, dead: bool = False) -> None:
         super().__init__(f"chaos-observer-{'dlq' if dead else 'replies'}")
         self.url = url
         self.queue = queue

@@ -64,12 +64,20 @@ class ScenarioResult:
 class Load:
     """Publisher + observer against one stack, the fault windows, and the final count."""
 
-    def __init__(self, stack: Stack, commands: list[Command], rate: float, side: list[Command] | None = None) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        commands: list[Command],
+        rate: float,
+        side: list[Command] | None = None,
+        after: Load | None = None,
+    ) -> None:
         """``commands`` at ``rate`` per second; ``side`` (if any) from a second producer with its own connection,
-        spread over the same time (the poison scenario's misbehaving producers)."""
+        spread over the same time (the poison scenario's misbehaving producers). ``after``: a finished load this
+        one continues (same journal and fault windows), so that the final count covers both."""
         self.stack = stack
-        self.journal = Journal()
-        url = stack.amqp_url
+        self.journal: Journal = after.journal if after is not None else Journal()
+        url = stack.amqp_urls
         declare_reply_queue(url, stack.reply_queue)
         self.observers = [
             Observer(url, stack.reply_queue, self.journal),
@@ -82,7 +90,7 @@ class Load:
                 Publisher(url, stack.commands_exchange, stack.reply_queue, side, self.journal, side_rate)
             )
         self.total = len(commands) + len(side or [])
-        self.faults: list[FaultWindow] = []
+        self.faults: list[FaultWindow] = list(after.faults) if after is not None else []
         self.started = 0.0
         self.counters: Counters | None = None  # set by whoever calls finish() and keeps the load
 

@@ -1,21 +1,24 @@
-"""The eight scenarios. Each builds its own private stack, publishes its commands, injects its fault at a
+"""The scenarios. Each builds its own private stack, publishes its commands, injects its fault at a
 point of progress (a fraction of the commands answered, so the fault lands mid-run at any speed), waits for
 quiescence and counts. ``full`` sizes run in ``make chaos``; ``short`` ones in ``make test``."""
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import signal
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from tests.harness.chaos.counters import latencies, percentile, sum_counters
+from tests.harness.chaos.counters import FaultWindow, latencies, percentile, sum_counters
 from tests.harness.chaos.producer import Command, good_commands
 from tests.harness.chaos.run import Load, ReadinessProbe, ScenarioResult, wait_until
 from tests.harness.chaos.services import PrivateRabbit
@@ -374,6 +377,136 @@ def _shuffled(commands: list[Command], rng: random.Random) -> list[Command]:
     return out
 
 
+# 9 ---------------------------------------------------------------------------------------------------
+def cluster_node_lost(make_stack: StackFactory, p: Params, result: ScenarioResult) -> None:
+    """A 3-node cluster, the command queues replicated on all three. First the node the daemon's consumers are
+    connected to is stopped, then (once it is back and the queues have all members online again, or a second
+    stop would take the quorum away) the node leading service-a's command queue. Each fault window is the
+    shutdown's start, so ``recover s`` counts from the node's loss; the node is started again afterwards."""
+    options = StackOptions(cluster=3, config=p.get("config", {}))
+    with make_stack(options) as stack:
+        cluster = stack.cluster
+        assert cluster is not None
+        result.details["stack"] = stack.timings
+        command_queues = [stack.command_queue(ds) for ds in ("service-a", "service-b")]
+        members = {q: len(v["members"] or []) for q, v in cluster.quorum_queues(stack.vhost).items()}
+        result.details["replicas_per_queue"] = {q: members.get(q) for q in command_queues}
+        result.checks["command queues replicated on all 3 nodes"] = all(members.get(q) == 3 for q in command_queues)
+        load = Load(stack, good_commands(p["commands"], "s9"), p["rate"]).start()
+        steps: list[dict[str, Any]] = []
+
+        def consumers_back(lost: str) -> bool:
+            queues = stack.queues()
+            node = cluster.node_of_connection(stack.vhost, "consumers")
+            on_other = node is not None and node.node != lost
+            return on_other and all(queues.get(q, {}).get("consumers", 0) >= 1 for q in command_queues)
+
+        def all_online() -> bool:
+            status = cluster.quorum_queues(stack.vhost)
+            return all(len(status.get(q, {}).get("online") or []) == 3 for q in command_queues)
+
+        for fraction, which in zip(p["at"], ("daemon's node", "leader of the command queue"), strict=True):
+            load.wait_answered(fraction, p["trigger_s"])
+            wait_until(all_online, p["recover_s"], 0.5)
+            if which == "daemon's node":
+                victim = cluster.node_of_connection(stack.vhost, "consumers")
+            else:
+                victim = cluster.node_named(cluster.quorum_queues(stack.vhost)[command_queues[0]]["leader"])
+            assert victim is not None, "no consumer connection found"
+            step: dict[str, Any] = {"stopped": which, "node": victim.node, "answered": load.journal.answered}
+            stopped = time.monotonic()
+            cluster.stop_node(victim)  # a graceful shutdown: clients are disconnected early, the node exits later
+            # the window is the shutdown's start, so ``recover s`` counts from the moment the node began to go
+            load.faults.append(FaultWindow(f"stop {which}", stopped, stopped))
+            step["shutdown_s"] = round(time.monotonic() - stopped, 2)
+            step["consumers_back"] = wait_until(partial(consumers_back, victim.node), p["recover_s"], 0.25)
+            step["consumers_back_s"] = round(time.monotonic() - stopped, 2)
+            leader = cluster.quorum_queues(stack.vhost)[command_queues[0]]["leader"]
+            step["leader_after"] = leader
+            time.sleep(max(0.0, p["down_s"] - (time.monotonic() - stopped)))
+            began = time.monotonic()
+            cluster.start_node(victim)
+            step["node_restart_s"] = round(time.monotonic() - began, 2)
+            steps.append(step)
+        result.details["steps"] = steps
+        result.checks["daemon's consumers back on another node after each stop"] = len(steps) == 2 and all(
+            s["consumers_back"] for s in steps
+        )
+        result.checks["command queue had a new leader after the leader stopped"] = len(steps) == 2 and steps[1][
+            "leader_after"
+        ] not in (None, steps[1]["node"])
+        outstanding = [s for s in steps if s["answered"] < load.total]
+        result.checks["both nodes stopped while commands were outstanding"] = len(outstanding) == 2
+        _quiesce_and_count(load, stack, p, result)
+        result.checks["all replicas ready at the end"] = all(d.readyz() == 200 for d in stack.daemons)
+
+
+# 10 --------------------------------------------------------------------------------------------------
+def redis_primary_failover(make_stack: StackFactory, p: Params, result: ScenarioResult) -> None:
+    """Redis as a primary, a replica and three sentinels; the daemon finds the primary through the sentinels.
+    Replication is asynchronous: to make its window visible, the replica is SIGSTOPped and its replication link
+    closed ``lag_s`` before the primary is SIGKILLed (and continued right after), so every record written in that
+    window (``done`` records, claims) is gone once the sentinels promote the replica. After the failover, copies
+    of the commands around the kill are sent again, as a producer retrying would: keys whose ``done`` record was
+    lost must be answered by the outbox backstop (``s2s_dedupe_hits_total{state="backstop"}``), never called twice."""
+    originals = good_commands(p["commands"], "s10")
+    with make_stack(StackOptions(sentinel=True)) as stack:
+        sentinels = stack.sentinel
+        assert sentinels is not None
+        assert sentinels.replica.process is not None
+        result.details["stack"] = stack.timings
+        load = Load(stack, originals, p["rate"]).start()
+        # triggered on the daemon's progress (outbox documents written), not on replies, which can trail it
+        target = int(len(originals) * p["at"])
+        wait_until(lambda: sum(stack.outbox_counts().values()) >= target, p["trigger_s"], 0.2)
+        replica_pid = sentinels.replica.process.pid
+        assert replica_pid is not None
+        with load.fault("replica lagging, primary SIGKILLed, sentinels fail over"):
+            # A stopped replica alone loses nothing: the kernel's socket buffers hold what the primary sends and
+            # the replica reads it once continued. Its link is cut too, so the lag window's writes stay behind.
+            os.kill(replica_pid, signal.SIGSTOP)
+            try:
+                cut = sentinels.cut_replication()
+                answered_at_lag = load.journal.answered
+                time.sleep(p["lag_s"])
+                answered_at_kill = load.journal.answered
+                # how far the daemon got (outbox documents written), not how far the replies got: under a
+                # backlog the replies trail the daemon's work by thousands
+                processed = sum(stack.outbox_counts().values())
+                sentinels.kill_primary()
+            finally:
+                os.kill(replica_pid, signal.SIGCONT)
+            failover_s = sentinels.wait_failover(p["recover_s"])
+        load.quiesce(timeout=p["quiesce_s"], stall=p["stall_s"], settle=p["settle_s"])
+        load.finish()
+        # the keys the daemon worked on around the kill, again, after the failover, counted with the first phase
+        window = originals[max(0, processed - p["copy_window"]) : processed + p["copy_window"]]
+        copies = [Command(f"{c.id}-again", c.routing_key, c.body, key=c.key) for c in window]
+        again = Load(stack, copies, p["rate"], after=load).start()
+        _quiesce_and_count(again, stack, p, result)
+        metrics = [d.metrics() for d in stack.daemons]
+        by_state = {
+            state: int(sum(v for m in metrics for k, v in m.items() if k.startswith("s2s_dedupe_hits_total{")
+                           and f'state="{state}"' in k))
+            for state in ("done", "backstop", "in-flight")
+        }  # fmt: skip
+        result.details.update(
+            {
+                "sentinel_failover_s": failover_s,
+                "replication_links_cut": cut,
+                "answered_while_replica_lagged": answered_at_kill - answered_at_lag,
+                "processed_at_kill": processed,
+                "copies_sent_again": len(copies),
+                "dedupe_hits_by_state": by_state,
+            }
+        )
+        result.checks["the outbox backstop decided keys whose Redis records were lost"] = by_state["backstop"] > 0
+        result.checks["every copy sent again was answered without a call"] = (
+            result.counters is not None and result.counters.recalls == 0
+        )
+        result.checks["all replicas ready at the end"] = all(d.readyz() == 200 for d in stack.daemons)
+
+
 # registry ----------------------------------------------------------------------------------------------
 _WAITS_FULL = {"trigger_s": 600.0, "quiesce_s": 900.0, "stall_s": 180.0, "settle_s": 3.0}
 _WAITS_SHORT = {"trigger_s": 60.0, "quiesce_s": 90.0, "stall_s": 30.0, "settle_s": 1.0}
@@ -509,12 +642,36 @@ SCENARIOS: dict[str, Scenario] = {
                 "always-500": 5,
             },
         ),
+        _scenario(
+            "cluster",
+            "RabbitMQ 3-node cluster: the daemon's node stopped, later the command queue's leader",
+            cluster_node_lost,
+            {"commands": 10_000, "rate": 250, "at": [0.25, 0.6], "down_s": 10.0, "recover_s": 90.0},
+            # sending must outlast both stops and the restart between them (~15 s of rabbitmqctl on this box)
+            commands=900,
+            rate=30,
+            at=[0.15, 0.4],
+            down_s=3.0,
+            recover_s=60.0,
+        ),
+        _scenario(
+            "sentinel",
+            "Redis primary SIGKILLed behind Sentinel (replica lagging): failover to the replica",
+            redis_primary_failover,
+            {"commands": 10_000, "rate": 250, "at": 0.4, "lag_s": 2.0, "copy_window": 1000, "recover_s": 60.0},
+            # at a rate the daemon keeps up with, so that it writes records during the lag window at any speed
+            commands=300,
+            rate=30,
+            lag_s=1.5,
+            copy_window=300,  # every key again
+            recover_s=30.0,
+        ),
     )
 }
 
 
 def size_of(params: Params) -> dict[str, Any]:
-    keys = ("commands", "good", "rate", "replicas", "kills", "pause_s", "outage_s", "down_s", "mix")
+    keys = ("commands", "good", "rate", "replicas", "kills", "pause_s", "outage_s", "down_s", "lag_s", "mix")
     return {k: params[k] for k in keys if k in params}
 
 
@@ -536,7 +693,8 @@ def run_scenario(
         result.seconds = time.monotonic() - began
         if not keep_data:
             # the brokers' and stores' data are large and only interesting while running; logs stay
-            shutil.rmtree(base / "rabbitmq" / "mnesia", ignore_errors=True)
+            for mnesia in (base / "rabbitmq").glob("**/mnesia"):
+                shutil.rmtree(mnesia, ignore_errors=True)
             for db in (base / "mongo").glob("*.db*"):
                 db.unlink(missing_ok=True)
     return result

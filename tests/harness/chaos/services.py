@@ -45,12 +45,13 @@ class PrivateRabbit:
     Its rabbitmq.conf is the one we ship (``s2s_daemon/config/rabbitmq.conf``: max_message_size).
     """
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, home: Path | None = None) -> None:
         self.base = base
         self.node = f"chaos-{os.getpid()}-{next(_nodes)}@localhost"
         self.port = free_port()
         self.dist_port = free_port()
-        self.home = base / "home"
+        # the nodes of one cluster share a HOME, hence one Erlang cookie
+        self.home = home or base / "home"
         self.process: ChaosProcess | None = None
 
     @property

@@ -25,8 +25,10 @@ from s2s_daemon.local import free_port
 from s2s_daemon.messaging.topology import Topology
 from s2s_daemon.outbox.documents import status_count_pipeline
 from s2s_daemon.settings import AmqpSettings
+from tests.harness.chaos.cluster import PrivateRabbitCluster
 from tests.harness.chaos.processes import ChaosProcess
 from tests.harness.chaos.proxy import ProxyThread
+from tests.harness.chaos.sentinel import PRIMARY_NAME, PrivateSentinels
 from tests.harness.chaos.services import DemoDownstreams, PrivateMongo, PrivateRabbit, PrivateRedis
 
 __all__ = ["DaemonProcess", "Stack", "StackOptions"]
@@ -43,6 +45,8 @@ class StackOptions:
     config: dict[str, Any] = field(default_factory=dict)  # merged into the daemon config, per section
     downstream_config: dict[str, dict[str, Any]] = field(default_factory=dict)  # merged per downstream
     log_level: str = "INFO"
+    cluster: int = 0  # >1: a private RabbitMQ cluster of this many nodes, the daemon given every node
+    sentinel: bool = False  # Redis as a primary, a replica and three sentinels; the daemon asks the sentinels
 
 
 class DaemonProcess:
@@ -111,11 +115,17 @@ class Stack:
     def __init__(self, base: Path, options: StackOptions | None = None, rabbit: PrivateRabbit | None = None) -> None:
         self.base = base
         self.options = options or StackOptions()
+        self.cluster: PrivateRabbitCluster | None = None
+        if self.options.cluster > 1:  # never the shared node: a cluster of the stack's own
+            self.cluster = PrivateRabbitCluster(base / "rabbitmq", self.options.cluster)
+            rabbit = None
         self.owns_rabbit = rabbit is None
-        self.rabbit = rabbit or PrivateRabbit(base / "rabbitmq")
+        self.rabbit = self.cluster.seed if self.cluster else rabbit or PrivateRabbit(base / "rabbitmq")
         self.vhost = f"{PREFIX}-{base.name}-{uuid.uuid4().hex[:6]}"
         self.amqp_url = ""
-        self.redis = PrivateRedis(base / "redis")
+        self.amqp_urls: list[str] = []  # every node's URL (one on a single node)
+        self.sentinel = PrivateSentinels(base / "redis") if self.options.sentinel else None
+        self.redis = self.sentinel.primary if self.sentinel else PrivateRedis(base / "redis")
         self.mongo = PrivateMongo(base / "mongo")
         self.demo = DemoDownstreams(base)
         self.failing: DemoDownstreams | None = None
@@ -161,10 +171,22 @@ class Stack:
         self.base.mkdir(parents=True, exist_ok=True)
         if self.owns_rabbit:
             began = time.monotonic()
-            self.rabbit.start()
+            if self.cluster is not None:
+                self.cluster.start()
+                self.timings.update({f"rabbitmq_{k}": v for k, v in self.cluster.timings.items()})
+            else:
+                self.rabbit.start()
             self.timings["rabbitmq_start_s"] = round(time.monotonic() - began, 2)
-        self.amqp_url = self.rabbit.add_vhost(self.vhost)
-        self.redis.start()
+        if self.cluster is not None:
+            self.amqp_urls = self.cluster.add_vhost(self.vhost)
+        else:
+            self.amqp_urls = [self.rabbit.add_vhost(self.vhost)]
+        self.amqp_url = self.amqp_urls[0]
+        if self.sentinel is not None:
+            self.sentinel.start()
+            self.timings.update(self.sentinel.timings)
+        else:
+            self.redis.start()
         self.mongo.start()
         self.demo.start()
         if self.options.failing:
@@ -187,20 +209,30 @@ class Stack:
         if self.proxy is not None:
             with contextlib.suppress(Exception):
                 self.proxy.stop()
-        for service in (self.failing, self.demo, self.mongo, self.redis):
+        for service in (self.failing, self.demo, self.mongo, self.sentinel or self.redis):
             if service is not None:
                 with contextlib.suppress(Exception):
                     service.stop()
         with contextlib.suppress(Exception):
-            if self.owns_rabbit:
+            if self.cluster is not None:
+                self.cluster.stop()
+            elif self.owns_rabbit:
                 self.rabbit.stop()
             elif self.amqp_url:
                 self.rabbit.delete_vhost(self.vhost)
 
     def new_replica(self) -> DaemonProcess:
         self._replica_seq += 1
+        broker = {"RABBITMQ_URLS": ",".join(self.amqp_urls)} if self.cluster else {"RABBITMQ_URL": self.amqp_url}
+        sentinel = (
+            {"S2S_REDIS_SENTINEL__ADDRESSES": ",".join(self.sentinel.addresses)}
+            | {"S2S_REDIS_SENTINEL__PRIMARY_NAME": PRIMARY_NAME}
+            if self.sentinel
+            else {}
+        )
         env = {
-            "RABBITMQ_URL": self.amqp_url,
+            **broker,
+            **sentinel,
             "REDIS_URL": self.redis.url,
             "MONGODB_URI": self.mongo.uri,
             "LOG_LEVEL": self.options.log_level,
@@ -231,7 +263,9 @@ class Stack:
 
     # observations ------------------------------------------------------------------------------
     def queues(self) -> dict[str, dict[str, int]]:
-        """Messages (ready + unacked) and consumers of every queue on the node."""
+        """Messages (ready + unacked) and consumers of every queue on the node (any running node of a cluster)."""
+        if self.cluster is not None:
+            return self.cluster.queues(self.vhost)
         out = self.rabbit.ctl(
             "list_queues", "-q", "-p", self.vhost, "name", "messages", "consumers", "--formatter", "json"
         )
