@@ -22,10 +22,12 @@ from s2s_daemon.http.responses import (
     CommandConflict,
     CommandInFlight,
     CommandStatusBody,
+    DeliveriesBody,
     DownstreamBody,
     ErrorBody,
     Health,
     StatusSnapshot,
+    SubscriptionsBody,
     WebhookAccepted,
     WebhookRejected,
 )
@@ -48,12 +50,15 @@ _MODELS: tuple[type[BaseModel], ...] = (
     CommandInFlight,
     CommandConflict,
     CommandStatusBody,
+    DeliveriesBody,
     DownstreamBody,
     Health,
     StatusSnapshot,
     BreakerForced,
     WebhookAccepted,
     WebhookRejected,
+    DeliveriesBody,
+    SubscriptionsBody,
 )
 _STALE_HEADERS = ("X-Cache", "Age", "Warning")
 
@@ -317,6 +322,31 @@ def _webhook_paths() -> dict[str, Any]:
     }
 
 
+def _delivery_paths() -> dict[str, Any]:
+    return {
+        "/api/deliveries/{event_id}": _get(
+            "The delivery log of one event",
+            "webhooks",
+            {
+                "200": _response("every subscription's delivery of the event", _ref(DeliveriesBody)),
+                "404": _error("no delivery of this event is logged"),
+                "503": _error("MongoDB unavailable", headers=("Retry-After",)),
+            },
+            description="Attempts (time, status code, error, duration), status and last error of the signed "
+            "webhooks sent for the event (its id is the `webhook-id` the endpoints received).",
+            parameters=[
+                {"name": "event_id", "in": "path", "required": True, "schema": _schema(CommandId)},
+                *_CORRELATION_PARAMETERS,
+            ],
+        ),
+        "/api/subscriptions": _get(
+            "The webhook endpoints and whether they are disabled",
+            "webhooks",
+            {"200": _response("every configured subscription", _ref(SubscriptionsBody))},
+        ),
+    }
+
+
 def _admin_paths() -> dict[str, Any]:
     def force(action: str) -> dict[str, Any]:
         return {
@@ -371,6 +401,7 @@ def build_openapi(settings: Settings, version: str) -> dict[str, Any]:
             **_health_paths(),
             **command_paths,
             **_webhook_paths(),
+            **_delivery_paths(),
             **(_admin_paths() if admin else {}),
         },
         "components": components,
