@@ -223,9 +223,14 @@ class Daemon:
         # the default channel): forget them, or every subscriber consumes on the default channel without its
         # prefetch, i.e. unbounded, and a drain would have the whole backlog in flight.
         self.broker.config.declarer.disconnect()
+        if self.endpoint_states is not None:
+            # known before the first event: a disabled endpoint's consumer hands back what it gets until paused
+            await self.endpoint_states.load()
         await self.broker.start()
         if self.endpoint_states is not None:
-            await self.endpoint_states.load()  # a disabled endpoint's consumer pauses here, before its first event
+            for state in self.endpoint_states.all():
+                if state.disabled:  # the hold taken by load() could not pause a consumer that did not exist yet
+                    await self.endpoint_gates[state.name].hold("disabled")
             self.endpoint_states.start()
         self.relay.start()
         for shared in self.shared_breakers.values():
