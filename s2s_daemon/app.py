@@ -223,11 +223,11 @@ class Daemon:
         # the default channel): forget them, or every subscriber consumes on the default channel without its
         # prefetch, i.e. unbounded, and a drain would have the whole backlog in flight.
         self.broker.config.declarer.disconnect()
-        if self.endpoint_states is not None:
+        if self.endpoint_states is not None and s.subscriptions:
             # known before the first event: a disabled endpoint's consumer hands back what it gets until paused
             await self.endpoint_states.load()
         await self.broker.start()
-        if self.endpoint_states is not None:
+        if self.endpoint_states is not None and s.subscriptions:
             for state in self.endpoint_states.all():
                 if state.disabled:  # the hold taken by load() could not pause a consumer that did not exist yet
                     await self.endpoint_gates[state.name].hold("disabled")
@@ -460,7 +460,10 @@ class Daemon:
                 ),
                 *(
                     HealthCheck(f"breaker:{name}", "component", breaker_check(client.breaker), affects_readiness=False)
-                    for name, client in [*self.clients.items(), *self.endpoint_clients.items()]
+                    for name, client in [
+                        *self.clients.items(),
+                        *((client.name, client) for client in self.endpoint_clients.values()),
+                    ]
                 ),
             ],
             render_metrics=self.metrics.render,

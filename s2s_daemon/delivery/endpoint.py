@@ -46,7 +46,12 @@ __all__ = ["EndpointDelivery"]
 
 log = get_logger("s2s.delivery")
 _USER_AGENT = "s2s-daemon-webhooks/1"
-_DUE_SLACK_MS = 500  # a parked copy back this early is due (the delay queues' TTL is not exact)
+_DUE_SLACK_MS = 500
+_DEAD_OUTCOME = {  # metric label of a dead-lettered delivery, by reason
+    DeadLetterReason.ENDPOINT_GONE: "gone",
+    DeadLetterReason.REJECTED_BY_ENDPOINT: "rejected",
+    DeadLetterReason.INVALID_JSON: "invalid",
+}  # a parked copy back this early is due (the delay queues' TTL is not exact)
 
 
 class EndpointDelivery:
@@ -90,7 +95,12 @@ class EndpointDelivery:
         if not_before is not None and now_ms() < not_before - _DUE_SLACK_MS:
             await self._park(msg, (not_before - now_ms()) / 1000, {})  # the ladder's top rung was shorter
             return
-        if self._filter is not None and not self._matches(raw.body):
+        try:
+            event: Any = orjson.loads(raw.body)
+        except orjson.JSONDecodeError:  # not one of ours: nothing to sign and send
+            await self._dead_letter(msg, event_id, routing_key, DeadLetterReason.INVALID_JSON, "event is not JSON")
+            return
+        if self._filter is not None and not self._filter.is_valid(event):
             self._count("filtered")
             await msg.ack()
             return
@@ -150,14 +160,6 @@ class EndpointDelivery:
             self._metrics.webhook_delivery_seconds.labels(self.name).observe(seconds)
         return outcome, seconds
 
-    def _matches(self, body: bytes) -> bool:
-        assert self._filter is not None
-        try:
-            event: Any = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return False
-        return bool(self._filter.is_valid(event))
-
     async def _park(self, msg: RabbitMessage, wait: float, headers: dict[str, Any]) -> None:
         raw = msg.raw_message
         seconds = self._topology.subscription_delay_rung(wait)
@@ -169,10 +171,7 @@ class EndpointDelivery:
     async def _dead_letter(
         self, msg: RabbitMessage, event_id: str, routing_key: str, reason: DeadLetterReason, detail: str
     ) -> None:
-        outcome = {
-            DeadLetterReason.ENDPOINT_GONE: "gone",
-            DeadLetterReason.REJECTED_BY_ENDPOINT: "rejected",
-        }.get(reason, "exhausted")
+        outcome = _DEAD_OUTCOME.get(reason, "exhausted")
         await self._publisher.dead_letter(msg.raw_message, reason, detail, routing_key, {c.H_SUBSCRIPTION: self.name})
         await self._record(event_id, routing_key, "dead-lettered", None, None, f"{reason.value}: {detail}")
         self._metrics.dead_lettered.labels(reason.value).inc()

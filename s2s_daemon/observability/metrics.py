@@ -138,7 +138,8 @@ class Metrics:
         self.webhook_deliveries = Counter(
             "s2s_webhook_deliveries_total",
             "Webhook deliveries by outcome: delivered, retrying (parked for a later attempt), rejected (4xx), gone "
-            "(410), exhausted (retries ran out), filtered (the event did not match), held (endpoint disabled).",
+            "(410), exhausted (retries ran out), invalid (not JSON), filtered (the event did not match), held "
+            "(endpoint disabled).",
             ["subscription", "outcome"],
             registry=r,
         )
