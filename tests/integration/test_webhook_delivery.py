@@ -207,6 +207,10 @@ async def test_every_event_is_delivered_signed_by_every_key(
             }
             status, _ = await sidecar_json(daemon, f"/api/deliveries/{uuid.uuid4()}")
             assert status == 404
+            _, board = await sidecar_json(daemon, "/api/status")
+            rows = {row["name"]: row for row in board["downstreams"]}
+            assert rows["subscriptions.partner"]["breaker"]["state"] == "closed"
+            assert rows["subscriptions.partner"]["queue_depth"] == 0
     finally:
         await partner.stop()
 
@@ -260,6 +264,31 @@ async def test_retry_after_is_honoured(
         assert first.webhook_id == second.webhook_id == event_id
         assert second.at - first.at >= 4.0
         assert second.timestamp >= first.timestamp + 4  # signed afresh for the later attempt
+    finally:
+        await partner.stop()
+
+
+async def test_exhausted_retries_dead_letter_with_the_reason(
+    run_id: str, make_settings: SettingsFactory, cleanup_namespace: None, drop_subscription_queues: list[Settings]
+) -> None:
+    """An endpoint that keeps answering 500 gets exactly the schedule's attempts, then the delivery is in the DLQ as
+    retries-exhausted, and the delivery log lists every attempt."""
+    partner = WebhookReceiver({"new": NEW}, status=500)
+    await partner.start()
+    sub = subscription(partner.url, [NEW]) | {"retry_schedule": [1, 1]}
+    settings = make_settings(delivery=DELIVERY, subscriptions={"partner": sub})
+    drop_subscription_queues.append(settings)
+    try:
+        async with running(settings) as daemon:
+            [event_id] = await send_commands(run_id, 1)
+            [letter] = await wait_for(lambda: dead_letters(run_id), timeout=30)
+            assert (letter.reason, letter.subscription) == ("retries-exhausted", "partner")
+            assert partner.ids() == [event_id] * 3
+            _, body = await sidecar_json(daemon, f"/api/deliveries/{event_id}")
+            [entry] = body["deliveries"]
+            assert entry["status"] == "dead-lettered"
+            assert [a["status_code"] for a in entry["attempts"]] == [500, 500, 500]
+            assert metric(daemon, "s2s_webhook_deliveries_total", subscription="partner", outcome="exhausted") == 1
     finally:
         await partner.stop()
 
