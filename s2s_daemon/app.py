@@ -29,7 +29,7 @@ from faststream.rabbit import Channel, RabbitBroker
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from s2s_daemon.delivery import DeliveryLog, EndpointDelivery, EndpointStates, delivery_collections
+from s2s_daemon.delivery import DeliveryLog, EndpointDelivery, EndpointStates, endpoints_collection
 from s2s_daemon.errors import ConfigError, DependencyUnavailable
 from s2s_daemon.http import (
     CheckResult,
@@ -364,10 +364,10 @@ class Daemon:
         s = self.settings
         assert self.broker is not None
         assert self.mongo is not None
-        deliveries, endpoints = delivery_collections(self.mongo[s.delivery.log_database or s.outbox.database])
-        self.delivery_log = DeliveryLog(deliveries, s.delivery.log_retention_seconds)
+        database = self.mongo[s.delivery.log_database or s.outbox.database]
+        self.delivery_log = DeliveryLog(database, s.delivery.log_retention_seconds)
         self.endpoint_states = EndpointStates(
-            endpoints, s.subscriptions, s.delivery.state_poll_seconds, self._endpoint_state_changed
+            endpoints_collection(database), s.subscriptions, s.delivery.state_poll_seconds, self._endpoint_state_changed
         )
         for name, sub in s.subscriptions.items():
             client = DownstreamClient(f"subscriptions.{name}", sub.downstream(), self.metrics)

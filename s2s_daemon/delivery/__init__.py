@@ -5,7 +5,7 @@ from s2s_daemon.delivery.log import (
     DeliveryLog,
     EndpointState,
     EndpointStates,
-    delivery_collections,
+    endpoints_collection,
     read_endpoint_states,
     set_endpoint_state,
 )
@@ -23,8 +23,8 @@ __all__ = [
     "EndpointState",
     "EndpointStates",
     "WebhookSigner",
-    "delivery_collections",
     "ed25519_public_key",
+    "endpoints_collection",
     "public_key_text",
     "read_endpoint_states",
     "set_endpoint_state",

@@ -1,8 +1,10 @@
 """What happened to each webhook delivery, and which endpoints are disabled: two MongoDB collections.
 
-``webhook_deliveries``: one document per (subscription, event), ``_id`` ``<subscription>/<event id>``, with every
-attempt (time, status code, error, duration), the latest status and error. Queryable by event id (the sidecar's
-``GET /api/deliveries/{event_id}``); removed ``delivery.log_retention_seconds`` after the last change (TTL index).
+``webhook_deliveries``: one document per (subscription, event), ``_id`` ``<subscription>/<event id>``: the latest
+status, status code and error, the number of attempts. ``webhook_attempts``: one document per HTTP attempt (time,
+status code, error, duration), inserted, never updated (an array of sub-documents grown with ``$push`` came back
+as strings from nx-27017). Both queryable by event id (the sidecar's ``GET /api/deliveries/{event_id}``) and
+removed ``delivery.log_retention_seconds`` after they were last written (TTL indexes).
 
 ``webhook_endpoints``: one document per subscription that was ever disabled (a ``410 Gone``), with ``disabled``,
 the reason and when. Written by the replica that saw the 410, read by every replica every
@@ -32,32 +34,33 @@ __all__ = [
     "DeliveryLog",
     "EndpointState",
     "EndpointStates",
-    "delivery_collections",
+    "endpoints_collection",
     "read_endpoint_states",
     "set_endpoint_state",
 ]
 
 log = get_logger("s2s.delivery")
 DELIVERIES = "webhook_deliveries"
+ATTEMPTS = "webhook_attempts"
 ENDPOINTS = "webhook_endpoints"
 _MAX_ERROR = 500
 _MAX_ATTEMPTS_KEPT = 50
 
 
-def delivery_collections(
-    database: AsyncDatabase[dict[str, Any]],
-) -> tuple[AsyncCollection[dict[str, Any]], AsyncCollection[dict[str, Any]]]:
-    return database[DELIVERIES], database[ENDPOINTS]
+def endpoints_collection(database: AsyncDatabase[dict[str, Any]]) -> AsyncCollection[dict[str, Any]]:
+    return database[ENDPOINTS]
 
 
 class DeliveryLog:
-    def __init__(self, collection: AsyncCollection[dict[str, Any]], retention_seconds: int) -> None:
-        self._collection = collection
+    def __init__(self, database: AsyncDatabase[dict[str, Any]], retention_seconds: int) -> None:
+        self._collection = database[DELIVERIES]
+        self._attempts = database[ATTEMPTS]
         self._retention = retention_seconds
 
     async def ensure_indexes(self) -> None:
-        await self._collection.create_index([("event_id", ASCENDING)])
-        await self._collection.create_index([("updated_at", ASCENDING)], expireAfterSeconds=self._retention)
+        for collection in (self._collection, self._attempts):
+            await collection.create_index([("event_id", ASCENDING)])
+            await collection.create_index([("updated_at", ASCENDING)], expireAfterSeconds=self._retention)
 
     async def attempt(
         self,
@@ -81,17 +84,34 @@ class DeliveryLog:
         if status == "delivered":
             update["$set"]["delivered_at"] = now
         if duration_ms is not None:
-            entry = {"at": now_ms(), "status_code": status_code, "error": error[:_MAX_ERROR] if error else None}
-            entry["duration_ms"] = duration_ms
-            update["$push"] = {"attempts": {"$each": [entry], "$slice": -_MAX_ATTEMPTS_KEPT}}
+            await self._attempts.insert_one(
+                {
+                    "event_id": event_id,
+                    "subscription": subscription,
+                    "at": now_ms(),
+                    "status_code": status_code,
+                    "error": error[:_MAX_ERROR] if error else None,
+                    "duration_ms": duration_ms,
+                    "updated_at": now,
+                }
+            )
             update["$inc"] = {"attempt_count": 1}
             update["$set"]["last_status_code"] = status_code
         await self._collection.update_one({"_id": f"{subscription}/{event_id}"}, update, upsert=True)
 
     async def for_event(self, event_id: str) -> list[dict[str, Any]]:
-        """Every subscription's delivery of the event, oldest first, as JSON-ready dicts."""
+        """Every subscription's delivery of the event, oldest first, as JSON-ready dicts with their latest attempts."""
         found = [doc async for doc in self._collection.find({"event_id": event_id})]
-        return [_public(doc) for doc in sorted(found, key=lambda d: d.get("created_at") or datetime.min)]
+        attempts: dict[str, list[dict[str, Any]]] = {}
+        async for attempt in self._attempts.find({"event_id": event_id}):
+            attempts.setdefault(attempt["subscription"], []).append(
+                {k: attempt.get(k) for k in ("at", "status_code", "error", "duration_ms")}
+            )
+        out = []
+        for doc in sorted(found, key=lambda d: d.get("created_at") or datetime.min):
+            made = sorted(attempts.get(doc["subscription"], []), key=lambda a: a["at"] or 0)
+            out.append({**_public(doc), "attempts": made[-_MAX_ATTEMPTS_KEPT:]})
+        return out
 
 
 def _public(doc: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +119,6 @@ def _public(doc: dict[str, Any]) -> dict[str, Any]:
     for key in ("created_at", "updated_at", "delivered_at"):
         if isinstance(out.get(key), datetime):
             out[key] = out[key].replace(tzinfo=out[key].tzinfo or UTC).isoformat()
-    out.setdefault("attempts", [])
     out.setdefault("attempt_count", 0)
     return out
 
