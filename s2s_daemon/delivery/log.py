@@ -158,7 +158,12 @@ class EndpointStates:
             await self._apply(EndpointState(doc["_id"], bool(doc.get("disabled")), doc.get("reason"), doc.get("at")))
 
     async def set(self, name: str, disabled: bool, reason: str | None) -> None:
-        await set_endpoint_state(self._collection, name, disabled, reason)
+        """Persist and apply; with MongoDB unreachable it applies here only (a later poll may undo it, and the
+        endpoint's next 410 disables it again), rather than fail the delivery that saw the 410."""
+        try:
+            await set_endpoint_state(self._collection, name, disabled, reason)
+        except Exception:
+            log.warning("delivery.endpoint_state_not_saved", subscription=name, disabled=disabled, exc_info=True)
         await self._apply(EndpointState(name, disabled, reason, now_ms()))
 
     def start(self) -> None:

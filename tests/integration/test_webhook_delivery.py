@@ -152,17 +152,21 @@ async def test_every_event_is_delivered_signed_by_every_key(
     run_id: str, make_settings: SettingsFactory, cleanup_namespace: None, drop_subscription_queues: list[Settings]
 ) -> None:
     """Each event reaches the partner once, with webhook-id = the event id, signed by the old and new v1 secrets and
-    the v1a key at once (a rotation period: each verifies alone); a dead endpoint on the same events delays nothing;
+    the v1a key at once (a rotation period: each verifies alone); an endpoint that never answers, on the same events,
+    delays nothing;
     the daemon's own receiver verifies a v1a-only sender; the delivery log and the metrics say what happened."""
     partner = WebhookReceiver({"old": OLD, "new": NEW}, {"ed25519": ED_PUBLIC})
     await partner.start()
+    # an endpoint that accepts connections and never answers: every attempt to it runs into the timeout
+    silent = await asyncio.start_server(_never_answer, "127.0.0.1", 0)
+    silent_port = silent.sockets[0].getsockname()[1]
     port = free_port()
     settings = make_settings(
         http={"host": "127.0.0.1", "port": port},
         delivery=DELIVERY,
         subscriptions={
             "partner": subscription(partner.url, [OLD, NEW, ED_SECRET]),
-            "dead": subscription(f"http://127.0.0.1:{free_port()}/gone-for-good", [NEW]),
+            "dead": subscription(f"http://127.0.0.1:{silent_port}/never-answers", [NEW]),
             "self": subscription(f"http://127.0.0.1:{port}/api/webhooks/self", [ED_SECRET]),
         },
         webhooks={"self": {"scheme": "standard-webhooks", "secrets": [ED_PUBLIC]}},
@@ -199,6 +203,7 @@ async def test_every_event_is_delivered_signed_by_every_key(
             if dead is not None:  # attempted by now unless the breaker refused it first
                 assert dead["status"] == "retrying"
                 assert dead["last_status_code"] is None
+                assert "timed out" in dead["last_error"]
             status, body = await sidecar_json(daemon, "/api/subscriptions")
             assert {s["name"]: s["disabled"] for s in body["subscriptions"]} == {
                 "partner": False,
@@ -213,6 +218,13 @@ async def test_every_event_is_delivered_signed_by_every_key(
             assert rows["subscriptions.partner"]["queue_depth"] == 0
     finally:
         await partner.stop()
+        silent.close()
+
+
+async def _never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(Exception):
+        await reader.read()  # until the client gives up and closes
+    writer.close()
 
 
 async def test_nothing_is_lost_while_the_receiver_is_down(
