@@ -72,6 +72,23 @@ asyncapi-parser: $(ASYNCAPI_PARSER)
 $(ASYNCAPI_PARSER):
 	npm install --prefix .tools/node --no-audit --no-fund --ignore-scripts @asyncapi/parser@3.6.3
 
+# The operator console's screenshots in docs/img/, taken by its browser test against a running daemon.
+.PHONY: screenshots
+screenshots: $(STAMP) browser
+	S2S_SCREENSHOTS_DIR=docs/img $(BIN)/pytest tests/integration/test_console.py -k charts -q
+
+# uPlot, the console's chart library, shipped inside the package (s2s_daemon/http/static/vendor/uplot/): fetched
+# once from npm at the pinned version, its files and licence committed. Re-run only to change the version (then
+# update UPLOT_VERSION and the hashes in tests/unit/test_console_assets.py).
+UPLOT_VERSION := 1.6.32
+UPLOT_DIR := s2s_daemon/http/static/vendor/uplot
+.PHONY: vendor-uplot
+vendor-uplot:
+	rm -rf .tools/uplot && mkdir -p .tools/uplot $(UPLOT_DIR)
+	cd .tools/uplot && npm pack --silent uplot@$(UPLOT_VERSION) && tar xzf uplot-$(UPLOT_VERSION).tgz
+	cp .tools/uplot/package/dist/uPlot.iife.min.js .tools/uplot/package/dist/uPlot.min.css \
+	  .tools/uplot/package/LICENSE .tools/uplot/package/package.json $(UPLOT_DIR)/
+
 typecheck: $(STAMP)
 	$(BIN)/mypy s2s_daemon tests/harness
 

@@ -67,6 +67,9 @@ SIDECAR_PATHS = (
     "/openapi.json",
     "/status",
     "/api/status",
+    "/console",
+    "/console/",
+    "/api/console/",
     "/api/commands/",
     "/api/webhooks/",
     "/api/deliveries/",
@@ -431,6 +434,12 @@ class ApiSettings(_Strict):
     )
     status_window_seconds: PositiveInt = Field(
         default=30, description="Window of the call and error rates on the status page."
+    )
+    console_sample_seconds: PositiveFloat = Field(
+        default=5.0, description="The operator console's charts: one point every this many seconds."
+    )
+    console_history_seconds: PositiveInt = Field(
+        default=900, description="The operator console's charts: how far back the in-memory history goes."
     )
 
 

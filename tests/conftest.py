@@ -28,6 +28,8 @@ from s2s_daemon.messaging.topology import Topology
 from s2s_daemon.observability.logging import configure_logging
 from s2s_daemon.settings import Settings, load_settings
 
+pytest_plugins = ["tests.browser"]  # the `browser` fixture (headless Chromium)
+
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 EXAMPLE_CONFIG = Path(__file__).parents[1] / "s2s_daemon" / "config" / "example.yaml"

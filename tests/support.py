@@ -26,6 +26,16 @@ OWN_PATHS = {
     "/api/webhooks/{service}",
     "/api/deliveries/{event_id}",
     "/api/subscriptions",
+    "/console",
+    "/api/console/history",
+    "/api/console/dlq",
+    "/api/console/dlq/messages/{id}",
+    "/api/console/dlq/replay",
+    "/api/console/dlq/purge",
+    "/api/console/jobs/{job_id}",
+    "/api/console/outbox/dead",
+    "/api/console/outbox/retry",
+    "/api/console/commands/{command_id}",
 }
 
 

@@ -1,4 +1,5 @@
-"""The sidecar's ASGI app: health, probes, metrics, OpenAPI, the command and read API, webhooks, status page.
+"""The sidecar's ASGI app: health, probes, metrics, OpenAPI, the command and read API, webhooks, status page,
+operator console.
 
 The command and read API is what the configuration exposes (``expose:`` of a route); the sidecar's own paths
 are ``settings.SIDECAR_PATHS``, which no exposure may overlap.
@@ -27,8 +28,9 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from s2s_daemon.delivery import DeliveryLog, EndpointStates
-from s2s_daemon.http.admin import BreakerAdmin
+from s2s_daemon.http.admin import AdminToken, BreakerAdmin
 from s2s_daemon.http.command_api import CommandStatus, CommandSubmission
+from s2s_daemon.http.console import Console
 from s2s_daemon.http.correlation import CorrelationMiddleware
 from s2s_daemon.http.deliveries import DeliveryLogApi
 from s2s_daemon.http.exposures import declared_exposures
@@ -40,6 +42,7 @@ from s2s_daemon.http.webhook_intake import WebhookIntake
 from s2s_daemon.idempotency.submissions import SubmissionLedger
 from s2s_daemon.messaging.gateway import CommandGateway
 from s2s_daemon.messaging.topology import Topology
+from s2s_daemon.observability.history import MetricsHistory
 from s2s_daemon.observability.metrics import Metrics
 from s2s_daemon.outbox.writer import OutboxWriter
 from s2s_daemon.resilience.client import DownstreamClient
@@ -138,6 +141,17 @@ def create_app(ctx: SidecarContext) -> ASGIApp:
         outbox_counts=ctx.outbox_counts,
         window_seconds=s.api.status_window_seconds,
     )
+    history = MetricsHistory(
+        metrics=ctx.metrics,
+        queues=queues,
+        dlq=ctx.topology.dlq_name,
+        queue_depth=ctx.gateway.queue_depth,
+        outbox_counts=ctx.outbox_counts,
+        interval=s.api.console_sample_seconds,
+        retention=s.api.console_history_seconds,
+    )
+    token = s.admin.token.get_secret_value() if s.admin.token is not None else None
+    console = Console(s, history, AdminToken(token), ctx.outbox, list(s.downstreams))
     openapi = build_openapi(s, ctx.version)
 
     async def health(_: Request) -> Response:
@@ -193,6 +207,7 @@ def create_app(ctx: SidecarContext) -> ASGIApp:
         deliveries = DeliveryLogApi(ctx.delivery_log, ctx.endpoint_states, s.subscriptions, ctx.topology)
         routes.append(Route("/api/deliveries/{event_id:path}", deliveries.deliveries, methods=["GET"]))
         routes.append(Route("/api/subscriptions", deliveries.subscriptions, methods=["GET"]))
+    routes.extend(console.routes())
     routes.extend(_exposure_routes(ctx, ledger))
     if s.admin.token is not None:
         admin = BreakerAdmin(s.admin.token.get_secret_value(), breakers)
@@ -203,8 +218,10 @@ def create_app(ctx: SidecarContext) -> ASGIApp:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await ctx.gateway.start()
         try:
+            await console.start()
             yield
         finally:
+            await console.stop()
             await ctx.gateway.stop()
 
     handlers: dict[Any, Any] = {HTTPException: _http_error}

@@ -15,17 +15,26 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, StringConstraints, TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue, models_json_schema
 
+from s2s_daemon.http.console import OutboxRetryRequest, PurgeRequest, ReplayRequest
 from s2s_daemon.http.exposures import Exposure, declared_exposures
 from s2s_daemon.http.responses import (
     BreakerForced,
     CommandAccepted,
     CommandConflict,
     CommandInFlight,
+    CommandLookup,
     CommandStatusBody,
+    DeadLetterList,
+    DeadLetterShow,
+    DeadOutboxList,
     DeliveriesBody,
     DownstreamBody,
     ErrorBody,
     Health,
+    HistoryBody,
+    JobAccepted,
+    JobStatus,
+    OutboxRetried,
     StatusSnapshot,
     SubscriptionsBody,
     WebhookAccepted,
@@ -59,6 +68,14 @@ _MODELS: tuple[type[BaseModel], ...] = (
     WebhookRejected,
     DeliveriesBody,
     SubscriptionsBody,
+    HistoryBody,
+    DeadLetterList,
+    DeadLetterShow,
+    JobStatus,
+    JobAccepted,
+    DeadOutboxList,
+    OutboxRetried,
+    CommandLookup,
 )
 _STALE_HEADERS = ("X-Cache", "Age", "Warning")
 
@@ -369,6 +386,137 @@ def _admin_paths() -> dict[str, Any]:
     }
 
 
+def _console_paths() -> dict[str, Any]:
+    """The operator console: reads for everyone, writes with the admin bearer token (401 without)."""
+    unavailable = _error("RabbitMQ or MongoDB unavailable")
+    busy = _error("a replay or purge job is running", headers=("Retry-After",))
+
+    def text(pattern: str) -> dict[str, Any]:
+        return _schema(Annotated[str, StringConstraints(pattern=pattern)])
+
+    def write(summary: str, request: type[BaseModel], ok: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "post": {
+                "summary": summary,
+                "description": request.__doc__,
+                "tags": ["console"],
+                "security": [{"adminToken": []}],
+                "parameters": [_header_parameter("X-Operator", "Who acts (logged with the write).")],
+                "requestBody": {"required": True, "content": {JSON: {"schema": _schema(request)}}},
+                "responses": {
+                    **ok,
+                    "400": _error("a request body that is not valid (the detail names the field)"),
+                    "401": _error(
+                        "missing or wrong bearer token, or admin.token not set", headers=("WWW-Authenticate",)
+                    ),
+                    "503": unavailable,
+                },
+            }
+        }
+
+    patterns = [
+        {
+            "name": key,
+            "in": "query",
+            "required": False,
+            "schema": {"type": "array", "items": {"type": "string", "minLength": 1}},
+            "style": "form",
+            "explode": True,
+            "description": "Shell pattern; repeatable.",
+        }
+        for key in ("id", "reason", "routing_key", "correlation_id")
+    ]
+    job = {
+        "202": _response("the job started; poll its status_url", _ref(JobAccepted), headers=("Location",)),
+        "409": busy,
+    }
+    return {
+        "/console": _get(
+            "Operator console (HTML)", "console", {"200": _response("the page", _schema(str), media_type="text/html")}
+        ),
+        "/api/console/history": _get(
+            "The charts' history (in-memory ring)", "console", {"200": _response("columns", _ref(HistoryBody))}
+        ),
+        "/api/console/dlq": _get(
+            "Dead letters, filtered (a pass over the DLQ that keeps every message)",
+            "console",
+            {
+                "200": _response("the matching dead letters", _ref(DeadLetterList)),
+                "400": _error("a filter, age or limit that is not valid"),
+                "409": busy,
+                "503": unavailable,
+            },
+            parameters=[
+                *patterns,
+                {
+                    "name": "older_than",
+                    "in": "query",
+                    "required": False,
+                    "schema": text(r"^( *[0-9]+(\.[0-9]+)? *[smhdwSMHDW] *)+$"),
+                    "description": "A duration: 7d, 12h, 1h30m.",
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                },
+            ],
+        ),
+        "/api/console/dlq/messages/{id}": _get(
+            "One dead letter in full: properties, headers, body",
+            "console",
+            {
+                "200": _response("the message(s) with this id", _ref(DeadLetterShow)),
+                "404": _error("no dead letter with this id"),
+                "409": busy,
+                "503": unavailable,
+            },
+            parameters=[{"name": "id", "in": "path", "required": True, "schema": _schema(CommandId)}],
+        ),
+        "/api/console/dlq/replay": write("Replay dead letters (a background job)", ReplayRequest, job),
+        "/api/console/dlq/purge": write("Purge dead letters (a background job)", PurgeRequest, job),
+        "/api/console/jobs/{job_id}": _get(
+            "Progress and report of a replay or purge",
+            "console",
+            {"200": _response("the job", _ref(JobStatus)), "404": _error("unknown job")},
+            parameters=[{"name": "job_id", "in": "path", "required": True, "schema": _schema(str)}],
+        ),
+        "/api/console/outbox/dead": _get(
+            "Dead outbox documents, oldest first",
+            "console",
+            {
+                "200": _response("the documents and why", _ref(DeadOutboxList)),
+                "400": _error("a limit that is not valid"),
+                "503": unavailable,
+            },
+            parameters=[
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                }
+            ],
+        ),
+        "/api/console/outbox/retry": write(
+            "Move dead outbox documents back to pending",
+            OutboxRetryRequest,
+            {"200": _response("how many", _ref(OutboxRetried))},
+        ),
+        "/api/console/commands/{command_id}": _get(
+            "A command by id, in every downstream's outbox",
+            "console",
+            {
+                "200": _response("status, reply, attempts, trace id", _ref(CommandLookup)),
+                "404": _error("no record of this id"),
+                "503": unavailable,
+            },
+            parameters=[{"name": "command_id", "in": "path", "required": True, "schema": _schema(CommandId)}],
+        ),
+    }
+
+
 def _headers() -> dict[str, Any]:
     def header(description: str, tp: Any = str) -> dict[str, Any]:
         return {"description": description, "schema": _schema(tp)}
@@ -385,11 +533,10 @@ def _headers() -> dict[str, Any]:
 
 
 def build_openapi(settings: Settings, version: str) -> dict[str, Any]:
-    admin = settings.admin.token is not None
+    admin = settings.admin.token is not None  # the breaker endpoints exist only then; the console's always
     command_paths, bodies = _command_paths(settings)
     components: dict[str, Any] = {"schemas": {**_models()[1], **bodies}, "headers": _headers()}
-    if admin:
-        components["securitySchemes"] = {"adminToken": {"type": "http", "scheme": "bearer"}}
+    components["securitySchemes"] = {"adminToken": {"type": "http", "scheme": "bearer"}}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -402,6 +549,7 @@ def build_openapi(settings: Settings, version: str) -> dict[str, Any]:
             **command_paths,
             **_webhook_paths(),
             **_delivery_paths(),
+            **_console_paths(),
             **(_admin_paths() if admin else {}),
         },
         "components": components,

@@ -23,7 +23,15 @@ __all__ = [
     "CommandAccepted",
     "CommandConflict",
     "CommandInFlight",
+    "CommandLookup",
+    "CommandRecordBody",
     "CommandStatusBody",
+    "DeadLetterDetail",
+    "DeadLetterList",
+    "DeadLetterShow",
+    "DeadLetterSummary",
+    "DeadOutboxDocument",
+    "DeadOutboxList",
     "DeliveriesBody",
     "DeliveryAttempt",
     "DeliveryEntry",
@@ -32,7 +40,11 @@ __all__ = [
     "ErrorBody",
     "Health",
     "HealthCheckEntry",
+    "HistoryBody",
+    "JobAccepted",
+    "JobStatus",
     "OutboxCounts",
+    "OutboxRetried",
     "StatusSnapshot",
     "SubscriptionState",
     "SubscriptionsBody",
@@ -165,6 +177,118 @@ class WebhookAccepted(_Body):
 class WebhookRejected(_Body):
     error: Literal["rejected"]
     reason: RejectReason | Literal["invalid content-length"]
+
+
+# the operator console (http/console.py) ----------------------------------------------------------------------
+class DownstreamSeries(_Body):
+    calls_per_second: list[float | None]
+    error_rate: list[float | None] = Field(description="Failed share of the attempts, 0..1.")
+    p50_seconds: list[float | None]
+    p99_seconds: list[float | None]
+    breaker: list[Literal["closed", "half_open", "open", "unknown"]]
+    queue_depth: list[int | None]
+
+
+class HistoryBody(_Body):
+    """The console's charts: one time axis (epoch seconds) and one column per series; null is a gap."""
+
+    interval_seconds: float
+    retention_seconds: float
+    times: list[float]
+    downstreams: dict[str, DownstreamSeries]
+    outbox_backlog: list[int | None] = Field(description="Pending + publishing outbox documents.")
+    outbox_dead: list[int | None]
+    publish_lag_p50_seconds: list[float | None] = Field(description="Outbox write to confirmed publish.")
+    publish_lag_p99_seconds: list[float | None]
+    dlq_depth: list[int | None]
+
+
+class DeadLetterSummary(_Body):
+    id: str
+    reason: str
+    routing_key: str
+    attempts: int
+    age_seconds: float | None
+    correlation_id: str | None
+    dead_lettered_at: int | None = Field(description="Epoch milliseconds.")
+    replay_count: int
+
+
+class DeadLetterList(_Body):
+    """A pass over the DLQ that keeps every message (it counts as one delivery of each on a quorum queue)."""
+
+    queue: str
+    depth: int
+    messages: list[DeadLetterSummary]
+
+
+class DeadLetterDetail(DeadLetterSummary):
+    detail: str | None
+    idempotency_key: str | None
+    properties: dict[str, Any]
+    headers: dict[str, Any]
+    body_encoding: Literal["json", "text", "base64"]
+    body: Any
+
+
+class DeadLetterShow(_Body):
+    id: str
+    messages: list[DeadLetterDetail] = Field(description="Usually one; several when copies share the id.")
+
+
+class JobStatus(_Body):
+    id: str
+    kind: Literal["replay", "purge"]
+    state: Literal["running", "succeeded", "failed"]
+    scanned: int
+    depth: int | None = Field(description="Ready messages in the DLQ when the pass started.")
+    started_at: int
+    finished_at: int | None
+    report: dict[str, Any] | None = Field(description="What `s2s-daemon dlq replay|purge --json` prints.")
+    error: str | None
+
+
+class JobAccepted(_Body):
+    job: JobStatus
+    status_url: str
+
+
+class DeadOutboxDocument(_Body):
+    key: str
+    kind: Literal["command", "webhook"]
+    event_routing_key: str
+    correlation_id: str
+    attempts: int
+    last_error: str | None
+    created_at: int = Field(description="Epoch milliseconds.")
+
+
+class DeadOutboxList(_Body):
+    documents: list[DeadOutboxDocument]
+
+
+class OutboxRetried(_Body):
+    moved: int
+
+
+class CommandRecordBody(_Body):
+    downstream: str
+    key: str = Field(description="The outbox key, cmd:<downstream>:<command id>.")
+    status: Literal["in_flight", "succeeded", "failed"]
+    outbox_status: Literal["pending", "publishing", "sent", "dead"]
+    attempts: int | None = Field(description="Downstream HTTP attempts (from the reply).")
+    relay_attempts: int
+    reply: Reply | None
+    trace_id: str | None = Field(description="From the stored traceparent.")
+    correlation_id: str
+    created_at: int
+    sent_at: int | None
+    last_error: str | None
+
+
+class CommandLookup(_Body):
+    command_id: str
+    records: list[CommandRecordBody] = Field(description="One per downstream that has a record of this id.")
 
 
 class DeliveryAttempt(_Body):

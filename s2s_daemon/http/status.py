@@ -173,7 +173,7 @@ STATUS_PAGE = """<!doctype html>
 <body>
 <h1>s2s-daemon status</h1>
 <div class="meta"><span id="service"></span> &middot; updated <span id="updated">never</span>
-  &middot; rates over <span id="window"></span> s</div>
+  &middot; rates over <span id="window"></span> s &middot; <a href="/console">operator console</a></div>
 <table>
   <thead><tr><th>downstream</th><th>breaker</th><th>calls/s</th><th>errors</th><th>queue depth</th></tr></thead>
   <tbody id="downstreams"></tbody>

@@ -58,6 +58,7 @@ from s2s_daemon.clock import now_ms
 from s2s_daemon.errors import DeadLetterQueueError, DependencyUnavailable
 from s2s_daemon.messaging import Topology, header_int, header_text
 from s2s_daemon.messaging import contracts as c
+from s2s_daemon.settings import Settings
 
 # Headers a replay adds.
 H_REPLAYED_AT = "x-s2s-replayed-at"  # epoch ms of the latest replay
@@ -222,7 +223,10 @@ class Selection:
     older_than: float | None = None
 
     @classmethod
-    def parse(cls, texts: Sequence[str], older_than: float | None = None) -> Selection:
+    def parse(cls, texts: Sequence[str], older_than: float | str | None = None) -> Selection:
+        """``KEY=PATTERN`` texts and an age (seconds, or a duration such as ``7d``); ValueError names what is wrong."""
+        if isinstance(older_than, str):
+            older_than = parse_duration(older_than)
         filters = []
         for text in texts:
             key, sep, pattern = text.partition("=")
@@ -347,6 +351,10 @@ class _Pass:
 
 class DeadLetterQueue:
     """The DLQ of one prefix. ``async with DeadLetterQueue(url, prefix) as dlq: await dlq.browse()``."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeadLetterQueue:
+        return cls(settings.rabbitmq_url.get_secret_value(), settings.amqp.prefix)
 
     def __init__(self, url: str, prefix: str, *, connect_timeout: float = 10.0) -> None:
         self.url = url
@@ -577,6 +585,38 @@ def replay_message(dl: DeadLetter, body: bytes | None = None) -> tuple[aio_pika.
         app_id=props.get("app_id"),
     )
     return message, new_key
+
+
+# operations: what `s2s-daemon dlq` and the console's endpoints call --------------------------------------
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """``dlq list``: the matching dead letters' rows (``DeadLetter.summary``), the depth and the queue."""
+
+    queue: str
+    depth: int
+    rows: list[dict[str, Any]]
+
+
+async def list_dead_letters(dlq: DeadLetterQueue, selection: Selection, limit: int | None) -> Listing:
+    found, depth = await dlq.browse(selection, limit)
+    at = now_ms()
+    return Listing(dlq.queue_name, depth, [d.summary(at) for d in found])
+
+
+async def show_dead_letter(dlq: DeadLetterQueue, dead_letter_id: str) -> list[dict[str, Any]]:
+    """``dlq show``: everything about the dead letters with this id (usually one; none when it is not there)."""
+    found, _ = await dlq.browse(Selection((("id", dead_letter_id),)))
+    at = now_ms()
+    return [d.describe(at) for d in found]
+
+
+def edited_body(raw: bytes) -> bytes:
+    """A replacement body for ``replay``: it must be JSON (ValueError saying why not)."""
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"the new body is not JSON: {exc}") from None
+    return raw
 
 
 # values from headers -------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from typing import Any
 
 import orjson
 
-from s2s_daemon.clock import now_ms
 from s2s_daemon.errors import DeadLetterQueueError
 from s2s_daemon.ops._argtypes import positive_int
 from s2s_daemon.settings import Settings, load_settings
@@ -105,12 +104,11 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 # commands -----------------------------------------------------------------------------------------
 async def _list(settings: Settings, args: argparse.Namespace, selection: Any) -> int:
+    from s2s_daemon.ops.dlq import list_dead_letters
 
     async with _dlq(settings) as dlq:
-        found, depth = await dlq.browse(selection, None if args.all else args.limit)
-        name = dlq.queue_name
-    at = now_ms()
-    rows = [dl.summary(at) for dl in found]
+        listing = await list_dead_letters(dlq, selection, None if args.all else args.limit)
+    rows, depth, name = listing.rows, listing.depth, listing.queue
     if args.json:
         print(orjson.dumps(rows).decode())
         return 0
@@ -136,16 +134,14 @@ async def _list(settings: Settings, args: argparse.Namespace, selection: Any) ->
 
 
 async def _show(settings: Settings, args: argparse.Namespace) -> int:
-    from s2s_daemon.ops.dlq import Selection
+    from s2s_daemon.ops.dlq import show_dead_letter
 
     async with _dlq(settings) as dlq:
-        found, _ = await dlq.browse(Selection((("id", args.id),)))
+        found = await show_dead_letter(dlq, args.id)
     if not found:
         print(f"s2s-daemon dlq: no dead letter with id {args.id!r}", file=sys.stderr)
         return 1
-    at = now_ms()
-    for n, dl in enumerate(found):
-        detail = dl.describe(at)
+    for n, detail in enumerate(found):
         if args.json:
             print(orjson.dumps(detail).decode())
             continue
@@ -207,7 +203,7 @@ async def _purge(settings: Settings, args: argparse.Namespace, selection: Any) -
 async def _dlq(settings: Settings) -> AsyncIterator[Any]:
     from s2s_daemon.ops.dlq import DeadLetterQueue
 
-    async with DeadLetterQueue(settings.rabbitmq_url.get_secret_value(), settings.amqp.prefix) as dlq:
+    async with DeadLetterQueue.from_settings(settings) as dlq:
         yield dlq
 
 
@@ -250,6 +246,8 @@ def _progress(what: str, off: bool) -> Iterator[Callable[[int, int], None] | Non
 
 
 def _edited_body(args: argparse.Namespace) -> bytes | None:
+    from s2s_daemon.ops.dlq import edited_body
+
     raw: bytes
     if args.set_body is not None:
         raw = str(args.set_body).encode()
@@ -260,11 +258,7 @@ def _edited_body(args: argparse.Namespace) -> bytes | None:
             raise ValueError(f"--body-file {args.body_file}: {exc.strerror}") from None
     else:
         return None
-    try:
-        orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"the new body is not JSON: {exc}") from None
-    return raw
+    return edited_body(raw)
 
 
 def format_age(seconds: float | None) -> str:

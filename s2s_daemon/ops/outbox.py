@@ -27,7 +27,16 @@ from s2s_daemon.outbox.documents import OutboxDocument
 from s2s_daemon.outbox.record import OutboxRecord, OutboxStatus
 from s2s_daemon.settings import Settings, load_settings
 
-__all__ = ["OutboxStatusReport", "add_outbox_parser", "cmd_outbox", "outbox_status", "retry_dead"]
+__all__ = [
+    "OutboxStatusReport",
+    "add_outbox_parser",
+    "cmd_outbox",
+    "dead_documents",
+    "mongo_client",
+    "outbox_collection",
+    "outbox_status",
+    "retry_dead",
+]
 
 _UNSENT = (OutboxStatus.PENDING.value, OutboxStatus.PUBLISHING.value)
 
@@ -81,18 +90,26 @@ def outbox_status(collection: Collection[dict[str, Any]], at_ms: int | None = No
     return OutboxStatusReport(collection.database.name, counts, age, oldest.key)
 
 
-def retry_dead(collection: Collection[dict[str, Any]], limit: int | None = None) -> int:
-    """``dead`` -> ``pending`` with attempts reset, oldest first; returns how many moved.
+def dead_documents(collection: Collection[dict[str, Any]], limit: int = 100) -> list[OutboxRecord]:
+    """Dead documents, oldest first (their ``last_error`` says why the relay gave up)."""
+    found = collection.find({"status": OutboxStatus.DEAD.value}).sort("created_at", 1).limit(limit)
+    return [OutboxRecord.from_mongo(d) for d in found]
+
+
+def retry_dead(collection: Collection[dict[str, Any]], limit: int | None = None, keys: list[str] | None = None) -> int:
+    """``dead`` -> ``pending`` with attempts reset, oldest first (only ``keys`` when given); returns how many moved.
 
     ``last_error`` is kept as history; the relay overwrites it if publishing fails again.
     """
-    dead = {"status": OutboxStatus.DEAD.value}
+    dead: dict[str, Any] = {"status": OutboxStatus.DEAD.value}
+    if keys is not None:
+        dead["_id"] = {"$in": keys}  # _id is the key (OutboxRecord.id)
     query: dict[str, Any] = dead
     if limit is not None:
         ids = [d["_id"] for d in collection.find(dead, {"_id": 1}).sort("created_at", 1).limit(limit)]
         if not ids:
             return 0
-        query = {"_id": {"$in": ids}, **dead}  # still dead: a concurrent retry-dead does not double count
+        query = {**dead, "_id": {"$in": ids}}  # still dead: a concurrent retry-dead does not double count
     result = collection.update_many(
         query,
         {
@@ -126,10 +143,8 @@ def add_outbox_parser(
 
 def cmd_outbox(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    with _client(settings) as client:
-        collection = client[settings.outbox.database].get_collection(
-            OutboxDocument.Settings.name, write_concern=WriteConcern(w="majority", j=True)
-        )
+    with mongo_client(settings) as client:
+        collection = outbox_collection(client, settings)
         try:
             if args.outbox_command == "status":
                 report = outbox_status(collection)
@@ -143,7 +158,14 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return 0
 
 
-def _client(settings: Settings) -> MongoClient[dict[str, Any]]:
+def outbox_collection(client: MongoClient[dict[str, Any]], settings: Settings) -> Collection[dict[str, Any]]:
+    return client[settings.outbox.database].get_collection(
+        OutboxDocument.Settings.name, write_concern=WriteConcern(w="majority", j=True)
+    )
+
+
+def mongo_client(settings: Settings) -> MongoClient[dict[str, Any]]:
+    """A synchronous client of the configured MongoDB, pinged (DependencyUnavailable when it does not answer)."""
     from s2s_daemon.settings import DEFAULT_MONGODB_URI
 
     uri = settings.mongodb_uri.get_secret_value() if settings.mongodb_uri else DEFAULT_MONGODB_URI

@@ -123,12 +123,18 @@ def _imports(tree: ast.Module) -> Iterator[tuple[str, bool]]:
     yield from walk(tree.body, True)
 
 
+UPLOT_FILES = ("uPlot.iife.min.js", "uPlot.min.css", "LICENSE", "package.json")
+
+
 def test_wheel_holds_the_package_and_no_harness(installed: Installed) -> None:
-    """The wheel carries the package, its config files and type marker, and nothing of the bench or chaos harness."""
+    """The wheel carries the package, its config files, type marker and the console's page and chart library, and
+    nothing of the bench or chaos harness."""
     with zipfile.ZipFile(installed.wheel) as zf:
         names = zf.namelist()
     assert "s2s_daemon/cli.py" in names
     assert {"s2s_daemon/config/example.yaml", "s2s_daemon/config/rabbitmq.conf", "s2s_daemon/py.typed"} <= set(names)
+    console = {"console.html", "console.js", "console.css", *(f"vendor/uplot/{n}" for n in UPLOT_FILES)}
+    assert {f"s2s_daemon/http/static/{n}" for n in console} <= set(names)
     harness = [n for n in names if re.search(r"(^|/)(bench|chaos|harness|tests)(/|\.py$)", n)]
     assert harness == []
     assert all(n.startswith(("s2s_daemon/", "s2s_daemon-")) for n in names)
