@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -83,21 +83,25 @@ class DeliveryLog:
             update["$set"]["last_error"] = error[:_MAX_ERROR]
         if status == "delivered":
             update["$set"]["delivered_at"] = now
+        writes: list[Awaitable[Any]] = []
         if duration_ms is not None:
-            await self._attempts.insert_one(
-                {
-                    "event_id": event_id,
-                    "subscription": subscription,
-                    "at": now_ms(),
-                    "status_code": status_code,
-                    "error": error[:_MAX_ERROR] if error else None,
-                    "duration_ms": duration_ms,
-                    "updated_at": now,
-                }
+            writes.append(
+                self._attempts.insert_one(
+                    {
+                        "event_id": event_id,
+                        "subscription": subscription,
+                        "at": now_ms(),
+                        "status_code": status_code,
+                        "error": error[:_MAX_ERROR] if error else None,
+                        "duration_ms": duration_ms,
+                        "updated_at": now,
+                    }
+                )
             )
             update["$inc"] = {"attempt_count": 1}
             update["$set"]["last_status_code"] = status_code
-        await self._collection.update_one({"_id": f"{subscription}/{event_id}"}, update, upsert=True)
+        writes.append(self._collection.update_one({"_id": f"{subscription}/{event_id}"}, update, upsert=True))
+        await asyncio.gather(*writes)  # independent documents: both in flight at once
 
     async def for_event(self, event_id: str) -> list[dict[str, Any]]:
         """Every subscription's delivery of the event, oldest first, as JSON-ready dicts with their latest attempts."""

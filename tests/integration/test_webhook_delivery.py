@@ -186,14 +186,18 @@ async def test_every_event_is_delivered_signed_by_every_key(
             assert all(d.json()["id"] == d.webhook_id for d in partner.deliveries)
             # the daemon's receiver verified the v1a-only sender: every event came back as webhook.self.<type>
             assert len(looped) == count
-            assert metric(daemon, "s2s_webhooks_total", service="self", result="accepted") == count
-
-            assert metric(daemon, "s2s_webhook_deliveries_total", subscription="partner", outcome="delivered") == count
+            # counted and logged after the endpoint answered: a moment after the receiver counted
+            await wait_for(lambda: metric(daemon, "s2s_webhooks_total", service="self", result="accepted") == count)
+            await wait_for(
+                lambda: (
+                    metric(daemon, "s2s_webhook_deliveries_total", subscription="partner", outcome="delivered") == count
+                )
+            )
             assert metric(daemon, "s2s_webhook_delivery_duration_seconds_count", subscription="partner") == count
+            await wait_for(lambda: _logged(daemon, ids[0], "partner", "delivered"))
             status, body = await sidecar_json(daemon, f"/api/deliveries/{ids[0]}")
             assert status == 200
             by_name = {d["subscription"]: d for d in body["deliveries"]}
-            assert by_name["partner"]["status"] == "delivered"
             assert [a["status_code"] for a in by_name["partner"]["attempts"]] == [200]
             await wait_for(
                 lambda: metric(daemon, "s2s_webhook_deliveries_total", subscription="dead", outcome="retrying")
@@ -253,8 +257,11 @@ async def test_nothing_is_lost_while_the_receiver_is_down(
         for delivery in partner.deliveries:
             assert bodies.setdefault(delivery.webhook_id, delivery.body) == delivery.body
         print(f"\n{count} events, {len(partner.deliveries)} deliveries after the outage")
-        assert metric(daemon, "s2s_webhook_deliveries_total", subscription="partner", outcome="delivered") == len(
-            partner.deliveries
+        await wait_for(
+            lambda: (
+                metric(daemon, "s2s_webhook_deliveries_total", subscription="partner", outcome="delivered")
+                == len(partner.deliveries)
+            )
         )
 
 
@@ -296,11 +303,14 @@ async def test_exhausted_retries_dead_letter_with_the_reason(
             [letter] = await wait_for(lambda: dead_letters(run_id), timeout=30)
             assert (letter.reason, letter.subscription) == ("retries-exhausted", "partner")
             assert partner.ids() == [event_id] * 3
+            await wait_for(lambda: _logged(daemon, event_id, "partner", "dead-lettered"))
             _, body = await sidecar_json(daemon, f"/api/deliveries/{event_id}")
             [entry] = body["deliveries"]
             assert entry["status"] == "dead-lettered"
             assert [a["status_code"] for a in entry["attempts"]] == [500, 500, 500]
-            assert metric(daemon, "s2s_webhook_deliveries_total", subscription="partner", outcome="exhausted") == 1
+            await wait_for(
+                lambda: metric(daemon, "s2s_webhook_deliveries_total", subscription="partner", outcome="exhausted") == 1
+            )
     finally:
         await partner.stop()
 
@@ -330,8 +340,7 @@ async def test_4xx_dead_letters_at_once_and_replays_to_the_endpoint(
             )
             assert "400" in (letter.detail or "")
             assert partner.ids() == [event_id]  # one attempt, no retry
-            _, body = await sidecar_json(daemon, f"/api/deliveries/{event_id}")
-            assert body["deliveries"][0]["status"] == "dead-lettered"
+            await wait_for(lambda: _logged(daemon, event_id, "partner", "dead-lettered"))
 
             partner.status = 200
             replay = await asyncio.to_thread(
@@ -393,6 +402,13 @@ async def test_410_disables_the_subscription_until_enabled(
             await wait_for(lambda: _no_consumer(queue), timeout=10)
     finally:
         await partner.stop()
+
+
+async def _logged(daemon: Daemon, event_id: str, subscription: str, status: str) -> bool:
+    """The delivery log says ``status`` for the event's delivery to ``subscription`` (it is written after the
+    answer or the dead-letter publish, so a moment after the receiver or the DLQ saw it)."""
+    code, body = await sidecar_json(daemon, f"/api/deliveries/{event_id}")
+    return code == 200 and any(d["subscription"] == subscription and d["status"] == status for d in body["deliveries"])
 
 
 async def _depth_is(queue: str, depth: int) -> bool:
