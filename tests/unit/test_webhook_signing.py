@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import base64
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.datastructures import Headers
 
+from s2s_daemon.cli import main
 from s2s_daemon.delivery import WebhookSigner, public_key_text
 from s2s_daemon.errors import ConfigError
 from s2s_daemon.http.webhooks import RejectReason, StandardWebhooksVerifier, WebhookRejected
@@ -132,3 +135,17 @@ def test_subscription_secret_is_not_shown() -> None:
     assert SK not in repr(sub)
     with pytest.raises(ValidationError):
         SubscriptionSettings.model_validate({"url": "https://p.example", "events": ["#"], "secrets": ["whsk_!!"]})
+
+
+def test_check_config_names_the_bad_subscription_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`s2s-daemon check-config` counts subscriptions, and exits 2 naming a bad one's key (no secret printed)."""
+    good = {"url": "https://partner.example/hooks", "events": ["service-a.*.succeeded"], "secrets": [V1_OLD, SK]}
+    config = tmp_path / "s2s.yaml"
+    config.write_text(yaml.safe_dump({"subscriptions": {"partner": good}}))
+    assert main(["check-config", str(config)]) == 0
+    assert "1 subscriptions" in capsys.readouterr().out
+    config.write_text(yaml.safe_dump({"subscriptions": {"partner": {**good, "events": ["a..b"]}}}))
+    assert main(["check-config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "subscriptions.partner.events: Value error, events[0] 'a..b': word ''" in err
+    assert SK not in err
