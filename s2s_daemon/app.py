@@ -18,6 +18,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable
+from functools import partial
 from typing import Any
 
 import aiormq
@@ -28,6 +29,7 @@ from faststream.rabbit import Channel
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
+from s2s_daemon.delivery import DeliveryLog, EndpointDelivery, EndpointStates, endpoints_collection
 from s2s_daemon.errors import ConfigError, DependencyUnavailable
 from s2s_daemon.http import (
     CheckResult,
@@ -55,7 +57,7 @@ from s2s_daemon.observability import Metrics, StateSampler, get_logger, package_
 from s2s_daemon.observability.tracing import Tracing
 from s2s_daemon.outbox import OutboxDocument, OutboxWriter, Relay, count_in_status
 from s2s_daemon.pipeline import CommandPipeline
-from s2s_daemon.resilience import DownstreamClient, SharedBreakerState
+from s2s_daemon.resilience import BreakerState, DownstreamClient, SharedBreakerState, Transition
 from s2s_daemon.settings import DEFAULT_MONGODB_URI, Settings
 
 log = get_logger("s2s.daemon")
@@ -86,7 +88,12 @@ class Daemon:
         self.metrics = Metrics()
         # the standard OTEL_* variables alone turn tracing on (docs/tracing.md); off, nothing of it is imported
         self.tracing = Tracing.from_environ(os.environ, settings.service_name, package_version())
-        self.topology = Topology.from_settings(settings.amqp, tuple(settings.downstreams))
+        self.topology = Topology.from_settings(
+            settings.amqp,
+            tuple(settings.downstreams),
+            tuple((name, tuple(sub.events)) for name, sub in settings.subscriptions.items()),
+            settings.delivery.delay_ladder,
+        )
         self.draining = False
         self._heartbeat = time.monotonic()
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -107,6 +114,11 @@ class Daemon:
         self.redis_hold: DependencyHold | None = None
         self.shared_breakers: dict[str, SharedBreakerState] = {}
         self.outbox: OutboxWriter | None = None
+        # webhook subscriptions: a client, a consumer gate per endpoint (not held by Redis: deliveries need none)
+        self.endpoint_clients: dict[str, DownstreamClient] = {}
+        self.endpoint_gates: dict[str, ConsumerGate] = {}
+        self.delivery_log: DeliveryLog | None = None
+        self.endpoint_states: EndpointStates | None = None
 
     # lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -207,6 +219,10 @@ class Daemon:
             title="unrouted",
             decoder=message_itself,
         )(pipeline.handle_unrouted)
+        self._subscribe_endpoints(publisher)
+        if s.subscriptions:
+            assert self.delivery_log is not None
+            await self.delivery_log.ensure_indexes()
 
         rabbit_url = ", ".join(self.rabbit_nodes.urls)
         # every node is tried once, each attempt bounded
@@ -224,7 +240,15 @@ class Daemon:
         # the default channel): forget them, or every subscriber consumes on the default channel without its
         # prefetch, i.e. unbounded, and a drain would have the whole backlog in flight.
         self.broker.config.declarer.disconnect()
+        if self.endpoint_states is not None and s.subscriptions:
+            # known before the first event: a disabled endpoint's consumer hands back what it gets until paused
+            await self.endpoint_states.load()
         await self.broker.start()
+        if self.endpoint_states is not None and s.subscriptions:
+            for state in self.endpoint_states.all():
+                if state.disabled:  # the hold taken by load() could not pause a consumer that did not exist yet
+                    await self.endpoint_gates[state.name].hold("disabled")
+            self.endpoint_states.start()
         self.relay.start()
         for shared in self.shared_breakers.values():
             shared.start()
@@ -268,7 +292,9 @@ class Daemon:
             await self._quietly("shared_breaker", shared.stop())
         if self.redis_hold is not None:
             await self._quietly("redis_hold", self.redis_hold.close())
-        for gate in self.gates.values():
+        if self.endpoint_states is not None:
+            await self._quietly("endpoint_states", self.endpoint_states.stop())
+        for gate in [*self.gates.values(), *self.endpoint_gates.values()]:
             await self._quietly("consumer_gate", gate.close())
         if self.broker is not None:
             subs = list(self.broker.subscribers)
@@ -300,7 +326,7 @@ class Daemon:
             await self._quietly("broker", self.broker.stop())
         if self.sidecar is not None:
             await self._quietly("sidecar", self.sidecar.stop())
-        for client in self.clients.values():
+        for client in [*self.clients.values(), *self.endpoint_clients.values()]:
             await self._quietly("http_client", client.aclose())
         if self.redis_connector is not None:
             await self._quietly("redis", self.redis_connector.aclose())
@@ -358,6 +384,47 @@ class Daemon:
             log.warning("daemon.stop_step_failed", step=step, exc_info=True)
 
     # internals ---------------------------------------------------------------------------------
+    def _subscribe_endpoints(self, publisher: AmqpPublisher) -> None:
+        """One queue, consumer, gate and resilient client per webhook subscription."""
+        s = self.settings
+        assert self.broker is not None
+        assert self.mongo is not None
+        database = self.mongo[s.delivery.log_database or s.outbox.database]
+        self.delivery_log = DeliveryLog(database, s.delivery.log_retention_seconds)
+        self.endpoint_states = EndpointStates(
+            endpoints_collection(database), s.subscriptions, s.delivery.state_poll_seconds, self._endpoint_state_changed
+        )
+        for name, sub in s.subscriptions.items():
+            client = DownstreamClient(f"subscriptions.{name}", sub.downstream(), self.metrics)
+            client.add_transition_listener(partial(_webhook_breaker_gauge, self.metrics, name))
+            self.metrics.webhook_breaker_state.labels(name).set(0)
+            self.metrics.webhook_endpoint_disabled.labels(name).set(0)
+            consumer = EndpointDelivery(
+                name, sub, client, self.topology, publisher, self.delivery_log, self.endpoint_states, self.metrics
+            )
+            subscriber = self.broker.subscriber(
+                self.topology.subscription_queue(name),
+                ack_policy=AckPolicy.NACK_ON_ERROR,
+                no_reply=True,
+                channel=Channel(prefetch_count=s.delivery.prefetch),
+                title=f"{name}-webhooks",
+                decoder=message_itself,
+            )
+            subscriber(consumer.handle)
+            gate = ConsumerGate(client.name, subscriber, client.breaker, s.delivery.prefetch, self.metrics)
+            client.add_transition_listener(gate.on_transition)
+            self.endpoint_clients[name] = client
+            self.endpoint_gates[name] = gate
+
+    async def _endpoint_state_changed(self, name: str, disabled: bool) -> None:
+        """A disabled endpoint's consumer is paused (its events wait in its queue); enabled, it resumes."""
+        self.metrics.webhook_endpoint_disabled.labels(name).set(1 if disabled else 0)
+        gate = self.endpoint_gates[name]
+        if disabled:
+            await gate.hold("disabled")
+        else:
+            await gate.release("disabled")
+
     async def _require(self, name: str, url: str, ping: Any, timeout: float = 5.0) -> None:
         try:
             await asyncio.wait_for(ping, timeout)
@@ -418,7 +485,10 @@ class Daemon:
                 ),
                 *(
                     HealthCheck(f"breaker:{name}", "component", breaker_check(client.breaker), affects_readiness=False)
-                    for name, client in self.clients.items()
+                    for name, client in [
+                        *self.clients.items(),
+                        *((client.name, client) for client in self.endpoint_clients.values()),
+                    ]
                 ),
             ],
             render_metrics=self.metrics.exposition,
@@ -430,6 +500,9 @@ class Daemon:
             outbox=self.outbox,
             outbox_counts=outbox_counts,
             clients=self.clients,
+            delivery_log=self.delivery_log,
+            endpoint_states=self.endpoint_states,
+            endpoint_clients=self.endpoint_clients,
             gateway=CommandGateway(
                 self.rabbit_nodes,
                 self.topology,
@@ -440,3 +513,10 @@ class Daemon:
             ),
             tracing=self.tracing,
         )
+
+
+def _webhook_breaker_gauge(metrics: Metrics, subscription: str, transition: Transition) -> None:
+    metrics.webhook_breaker_state.labels(subscription).set(_BREAKER_VALUE[transition.to_state])
+
+
+_BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}

@@ -1,4 +1,4 @@
-"""Command line: ``s2s-daemon run | dev | check-config | send | demo | preflight | outbox``."""
+"""Command line: ``s2s-daemon run | dev | check-config | send | demo | preflight | outbox | dlq | subscriptions``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from s2s_daemon.errors import ConfigError, DependencyUnavailable
 from s2s_daemon.ops.dlq_cli import add_dlq_parser, cmd_dlq
 from s2s_daemon.ops.docs_cli import add_docs_parser, cmd_docs
 from s2s_daemon.ops.outbox import add_outbox_parser, cmd_outbox
+from s2s_daemon.ops.subscriptions_cli import add_subscriptions_parser, cmd_subscriptions
 from s2s_daemon.settings import Settings, load_settings
 
 EXAMPLE_CONFIG = Path(str(files("s2s_daemon") / "config" / "example.yaml"))
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_outbox_parser(sub, _config_arg)
     add_dlq_parser(sub, _config_arg)
     add_docs_parser(sub, _config_arg)
+    add_subscriptions_parser(sub, _config_arg)
     return parser
 
 
@@ -90,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "dlq": cmd_dlq,
             "docs": cmd_docs,
             "outbox": cmd_outbox,
+            "subscriptions": cmd_subscriptions,
         }[args.command]
         return handler(args)
     except ConfigError as exc:
@@ -106,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.file)
     routes = sum(len(ds.routes) for ds in settings.downstreams.values())
-    print(f"{args.file}: ok ({len(settings.downstreams)} downstreams, {routes} routes)")
+    subscriptions = f", {len(settings.subscriptions)} subscriptions" if settings.subscriptions else ""
+    print(f"{args.file}: ok ({len(settings.downstreams)} downstreams, {routes} routes{subscriptions})")
     return 0
 
 

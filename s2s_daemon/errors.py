@@ -55,6 +55,8 @@ class DeadLetterReason(StrEnum):
     INVALID_HEADER = "invalid-header"
     RETRIES_EXHAUSTED = "retries-exhausted"
     REJECTED_BY_DOWNSTREAM = "rejected-by-downstream"
+    REJECTED_BY_ENDPOINT = "rejected-by-endpoint"  # a webhook endpoint answered 4xx (not 408/410/429)
+    ENDPOINT_GONE = "endpoint-gone"  # a webhook endpoint answered 410 Gone: its subscription is disabled
 
 
 class CommandRejected(S2SError):

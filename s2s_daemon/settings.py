@@ -45,6 +45,9 @@ PATH_PARAM_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 WebhookScheme = Literal["standard-webhooks", "github", "stripe"]
 STANDARD_WEBHOOKS_SECRET_PREFIX = "whsec_"
+STANDARD_WEBHOOKS_PUBLIC_KEY_PREFIX = "whpk_"  # v1a (ed25519) public key, verifies
+STANDARD_WEBHOOKS_SIGNING_KEY_PREFIX = "whsk_"  # v1a (ed25519) secret key, signs
+_ED25519_PREFIXES = {STANDARD_WEBHOOKS_PUBLIC_KEY_PREFIX: (32,), STANDARD_WEBHOOKS_SIGNING_KEY_PREFIX: (32, 64)}
 # where the daemon and the outbox tools look for MongoDB when ``mongodb_uri`` is unset
 DEFAULT_MONGODB_URI = "mongodb://127.0.0.1:27017"
 
@@ -71,6 +74,8 @@ SIDECAR_PATHS = (
     "/api/console/",
     "/api/commands/",
     "/api/webhooks/",
+    "/api/deliveries/",
+    "/api/subscriptions",
     "/admin/",
 )
 _PATH_SEGMENT_RE = re.compile(r"^(?:[A-Za-z0-9._~:@!$&'()*+,;=-]+|\{[A-Za-z_][A-Za-z0-9_]*\})$")
@@ -231,6 +236,11 @@ class RetrySettings(BaseModel):
         ge=0,
         description="Waits up to this many seconds happen in-process; longer ones become delayed "
         "redeliveries through the broker.",
+    )
+    schedule: tuple[PositiveFloat, ...] = Field(
+        default=(),
+        description="Fixed waits (seconds) after the 1st, 2nd, ... failure instead of the exponential backoff "
+        "(no jitter; the last one repeats). Empty: exponential backoff.",
     )
 
 
@@ -507,6 +517,31 @@ class AdminSettings(_Strict):
         return value
 
 
+class DeliverySettings(_Strict):
+    """How events are delivered to the ``subscriptions`` (one queue and consumer per endpoint)."""
+
+    delay_ladder: tuple[PositiveInt, ...] = Field(
+        default=(1, 5, 30, 300, 1800, 7200, 18_000, 36_000),
+        description="Seconds of each endpoint's delay queues; a wait takes the next rung up, and a message "
+        "that comes back before it is due is parked again (so any wait works, rounded up to a rung).",
+    )
+    prefetch: PositiveInt = Field(default=10, description="Deliveries in flight per endpoint consumer.")
+    log_database: str | None = Field(
+        default=None, description="MongoDB database of the delivery log and endpoint states; default outbox.database."
+    )
+    log_retention_seconds: PositiveInt = Field(default=7 * 86_400, description="Delivery log entries kept this long.")
+    state_poll_seconds: PositiveFloat = Field(
+        default=5.0, description="How often a replica re-reads endpoint states (disabled/enabled) from MongoDB."
+    )
+
+    @field_validator("delay_ladder")
+    @classmethod
+    def _ladder(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or list(value) != sorted(set(value)):
+            raise ValueError("must be a non-empty, strictly increasing list of seconds")
+        return value
+
+
 # A webhook sender (used by s2s_daemon.http.webhooks).
 class WebhookSourceSettings(BaseModel):
     """One webhook sender, ``webhooks.<service>`` in the config."""
@@ -543,6 +578,11 @@ class WebhookSourceSettings(BaseModel):
             if not text.strip():
                 raise ValueError(f"secrets[{index}] is empty")
             if info.data.get("scheme") == "standard-webhooks":
+                if text.startswith(STANDARD_WEBHOOKS_SIGNING_KEY_PREFIX):
+                    raise ValueError(
+                        f"secrets[{index}] is a signing key (whsk_); a receiver verifies with the sender's "
+                        "public key (whpk_)"
+                    )
                 standard_webhooks_key(text, index)
         return value
 
@@ -570,18 +610,155 @@ def amqp_url_problem(url: str) -> str:
 
 
 def standard_webhooks_key(secret: str, index: int) -> bytes:
-    """The HMAC key of a Standard Webhooks secret (``whsec_<base64>`` or bare base64); ValueError names the entry."""
-    if secret.startswith("whpk_"):
-        raise ValueError(f"secrets[{index}]: v1a (ed25519, whpk_) keys are not supported")
-    raw = secret.removeprefix(STANDARD_WEBHOOKS_SECRET_PREFIX)
+    """The key bytes of a Standard Webhooks secret; ValueError names the entry.
+
+    ``whsec_<base64>`` or bare base64: the HMAC key (v1). ``whpk_<base64>``: a 32-byte ed25519 public key
+    (v1a, verifying). ``whsk_<base64>``: a 32-byte ed25519 seed, or 64 bytes seed + public key (v1a, signing).
+    """
+    for prefix, sizes in _ED25519_PREFIXES.items():
+        if secret.startswith(prefix):
+            key = _base64_key(secret.removeprefix(prefix), index)
+            if len(key) not in sizes:
+                raise ValueError(
+                    f"secrets[{index}]: a {prefix} key holds {' or '.join(map(str, sizes))} bytes, got {len(key)}"
+                )
+            return key
+    return _base64_key(secret.removeprefix(STANDARD_WEBHOOKS_SECRET_PREFIX), index)
+
+
+def _base64_key(raw: str, index: int) -> bytes:
     try:
         # Unpadded base64 is common in the wild; the reference libraries pad it too.
         key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
     except ValueError:  # binascii.Error, or non-ASCII text
-        raise ValueError(f"secrets[{index}] is not whsec_<base64> or base64") from None
+        raise ValueError(f"secrets[{index}] is not base64 (after its whsec_/whsk_/whpk_ prefix, if any)") from None
     if not key:
         raise ValueError(f"secrets[{index}] is empty")
     return key
+
+
+# Topic patterns on the events exchange: words of letters, digits, '_' and '-', or '*' / '#'.
+_PATTERN_WORD_RE = re.compile(r"^(?:[A-Za-z0-9_-]+|\*|#)$")
+# Headers a subscription may not set: the signature scheme's own and those the HTTP client owns.
+_RESERVED_HEADERS = frozenset(
+    {"webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "host"}
+)
+# Svix's schedule: immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (eight attempts in ~27.6 h).
+SVIX_RETRY_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18_000, 36_000, 36_000)
+
+
+def event_pattern_problem(pattern: str) -> str | None:
+    """Why ``pattern`` is not a routing-key pattern on the events exchange (``service-a.*.succeeded``), or None."""
+    if not pattern or len(pattern.encode()) > 255:
+        return "must be 1-255 bytes"
+    for word in pattern.split("."):
+        if not _PATTERN_WORD_RE.match(word):
+            return f"word {word!r}: use letters, digits, '_' and '-', or a whole '*' (one word) or '#' (any words)"
+    return None
+
+
+class SubscriptionSettings(BaseModel):
+    """A partner endpoint that receives events as signed webhooks (``subscriptions.<name>``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    url: str = Field(description="The endpoint; every delivery is a POST of the event's JSON to it.")
+    events: list[str] = Field(
+        min_length=1,
+        description="Routing-key patterns on the events exchange (AMQP topic syntax: `*` one word, `#` any), "
+        "e.g. `service-a.*.succeeded`, `webhook.stripe.#`.",
+    )
+    secrets: list[SecretStr] = Field(
+        min_length=1,
+        description="Signing keys, all used at once (rotation): `whsec_<base64>` signs v1 (HMAC-SHA256), "
+        "`whsk_<base64>` signs v1a (ed25519; `s2s-daemon subscriptions public-key` prints the receiver's whpk_).",
+    )
+    filter: dict[str, Any] | None = Field(
+        default=None,
+        description="JSON Schema (2020-12) the event (the CloudEvents JSON) must satisfy to be sent; others are "
+        "skipped. Unset: every event matching `events`.",
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers, e.g. an API key.")
+    timeout: PositiveFloat = Field(default=15.0, description="Seconds for one HTTP attempt (connect+read).")
+    retry_schedule: tuple[PositiveFloat, ...] = Field(
+        default=SVIX_RETRY_SCHEDULE,
+        min_length=1,
+        description="Seconds to wait after the 1st, 2nd, ... failed attempt; its length + 1 is the number of "
+        "attempts. A Retry-After longer than the step is honoured. Default: Svix's schedule (eight attempts).",
+    )
+    max_concurrency: PositiveInt = Field(default=10, description="Concurrent deliveries to this endpoint at most.")
+    http_client: Literal["aiohttp", "httpx"] = Field(default="aiohttp", description="HTTP library.")
+    retry_budget: RetryBudgetSettings = Field(default_factory=RetryBudgetSettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or len(value) <= len("https://"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for index, pattern in enumerate(value):
+            problem = event_pattern_problem(pattern)
+            if problem is not None:
+                raise ValueError(f"events[{index}] {pattern!r}: {problem}")
+        return value
+
+    @field_validator("secrets")
+    @classmethod
+    def _signing_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for index, secret in enumerate(value):
+            text = secret.get_secret_value()
+            if text.startswith(STANDARD_WEBHOOKS_PUBLIC_KEY_PREFIX):
+                raise ValueError(f"secrets[{index}] is a public key (whpk_); a sender signs with whsk_ or whsec_")
+            if not text.startswith((STANDARD_WEBHOOKS_SECRET_PREFIX, STANDARD_WEBHOOKS_SIGNING_KEY_PREFIX)):
+                raise ValueError(f"secrets[{index}] must start with whsec_ (v1) or whsk_ (v1a)")
+            standard_webhooks_key(text, index)
+        return value
+
+    @field_validator("filter")
+    @classmethod
+    def _filter_is_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            try:
+                Draft202012Validator.check_schema(value)
+            except SchemaError as exc:
+                raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header in value.items():
+            if name.lower() in _RESERVED_HEADERS:
+                raise ValueError(f"header {name!r} is set by the daemon")
+            if not re.match(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", name) or any(ch in header for ch in "\r\n"):
+                raise ValueError(f"header {name!r}: not a valid HTTP header name or value")
+        return value
+
+    def downstream(self) -> DownstreamSettings:
+        """The endpoint as a downstream of the resilient client: same breaker, budget and retry layers."""
+        schedule = self.retry_schedule
+        return DownstreamSettings(
+            base_url=self.url,
+            timeout=self.timeout,
+            max_concurrency=self.max_concurrency,
+            http_client=self.http_client,
+            retry=RetrySettings(
+                max_attempts=len(schedule) + 1,
+                schedule=schedule,
+                initial_delay=schedule[0],
+                max_delay=max(schedule),
+                # attempts may each take the whole timeout on top of the waits
+                max_elapsed=sum(schedule) + (len(schedule) + 1) * self.timeout + 60,
+                in_process_max_wait=0,  # every wait is parked in a delay queue: a fresh timestamp per attempt
+            ),
+            retry_budget=self.retry_budget,
+            breaker=self.breaker,
+        )
 
 
 class Settings(BaseSettings):
@@ -632,6 +809,11 @@ class Settings(BaseSettings):
     webhooks: dict[str, WebhookSourceSettings] = Field(
         default_factory=dict, description="Webhook senders by service name: POST /api/webhooks/<service>."
     )
+    subscriptions: dict[str, SubscriptionSettings] = Field(
+        default_factory=dict,
+        description="Partner endpoints that receive events as signed webhooks, by name (docs: Sending webhooks).",
+    )
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
 
@@ -700,6 +882,14 @@ class Settings(BaseSettings):
         for name in value:
             if not NAME_RE.match(name):
                 raise ValueError(f"webhook source name {name!r} must match {NAME_RE.pattern}")
+        return value
+
+    @field_validator("subscriptions")
+    @classmethod
+    def _subscription_names(cls, value: dict[str, SubscriptionSettings]) -> dict[str, SubscriptionSettings]:
+        for name in value:
+            if not NAME_RE.match(name):
+                raise ValueError(f"subscription name {name!r} must match {NAME_RE.pattern}")
         return value
 
     @model_validator(mode="after")

@@ -24,6 +24,8 @@ OWN_PATHS = {
     "/api/status",
     "/api/commands/{command_id}",
     "/api/webhooks/{service}",
+    "/api/deliveries/{event_id}",
+    "/api/subscriptions",
     "/console",
     "/api/console/history",
     "/api/console/dlq",

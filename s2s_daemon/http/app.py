@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -26,10 +26,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
+from s2s_daemon.delivery import DeliveryLog, EndpointStates
 from s2s_daemon.http.admin import AdminToken, BreakerAdmin
 from s2s_daemon.http.command_api import CommandStatus, CommandSubmission
 from s2s_daemon.http.console import Console
 from s2s_daemon.http.correlation import CorrelationMiddleware
+from s2s_daemon.http.deliveries import DeliveryLogApi
 from s2s_daemon.http.exposures import declared_exposures
 from s2s_daemon.http.health import HealthCheck, run_checks
 from s2s_daemon.http.openapi import build_openapi
@@ -72,6 +74,10 @@ class SidecarContext:
     gateway: CommandGateway
     liveness_max_lag_s: float = 10.0
     tracing: Tracing = NO_TRACING
+    # webhook subscriptions: the delivery log, the endpoints' states and resilient clients (by subscription)
+    delivery_log: DeliveryLog | None = None
+    endpoint_states: EndpointStates | None = None
+    endpoint_clients: Mapping[str, DownstreamClient] = field(default_factory=dict)
 
 
 class _HealthJSON(JSONResponse):
@@ -124,10 +130,13 @@ def create_app(ctx: SidecarContext) -> ASGIApp:
         ttl_ms=s.idempotency.done_ttl_seconds * 1000,
     )
     breakers = {name: client.breaker for name, client in ctx.clients.items()}
+    # webhook endpoints are rows of the status page too, named as their clients are (subscriptions.<name>)
     queues = {name: ctx.topology.command_queue_name(name) for name in s.downstreams}
+    for name, client in ctx.endpoint_clients.items():
+        queues[client.name] = ctx.topology.subscription_queue_name(name)
     board = StatusBoard(
         service_id=ctx.service_id,
-        breakers=breakers,
+        breakers={**breakers, **{c.name: c.breaker for c in ctx.endpoint_clients.values()}},
         queues=queues,
         dlq=ctx.topology.dlq_name,
         metrics=ctx.metrics,
@@ -198,6 +207,10 @@ def create_app(ctx: SidecarContext) -> ASGIApp:
             methods=["POST"],
         ),
     ]
+    if ctx.delivery_log is not None and ctx.endpoint_states is not None:
+        deliveries = DeliveryLogApi(ctx.delivery_log, ctx.endpoint_states, s.subscriptions, ctx.topology)
+        routes.append(Route("/api/deliveries/{event_id:path}", deliveries.deliveries, methods=["GET"]))
+        routes.append(Route("/api/subscriptions", deliveries.subscriptions, methods=["GET"]))
     routes.extend(console.routes())
     routes.extend(_exposure_routes(ctx, ledger))
     if s.admin.token is not None:

@@ -27,6 +27,7 @@ from s2s_daemon.http.responses import (
     DeadLetterList,
     DeadLetterShow,
     DeadOutboxList,
+    DeliveriesBody,
     DownstreamBody,
     ErrorBody,
     Health,
@@ -35,6 +36,7 @@ from s2s_daemon.http.responses import (
     JobStatus,
     OutboxRetried,
     StatusSnapshot,
+    SubscriptionsBody,
     WebhookAccepted,
     WebhookRejected,
 )
@@ -57,12 +59,15 @@ _MODELS: tuple[type[BaseModel], ...] = (
     CommandInFlight,
     CommandConflict,
     CommandStatusBody,
+    DeliveriesBody,
     DownstreamBody,
     Health,
     StatusSnapshot,
     BreakerForced,
     WebhookAccepted,
     WebhookRejected,
+    DeliveriesBody,
+    SubscriptionsBody,
     HistoryBody,
     DeadLetterList,
     DeadLetterShow,
@@ -334,6 +339,31 @@ def _webhook_paths() -> dict[str, Any]:
     }
 
 
+def _delivery_paths() -> dict[str, Any]:
+    return {
+        "/api/deliveries/{event_id}": _get(
+            "The delivery log of one event",
+            "webhooks",
+            {
+                "200": _response("every subscription's delivery of the event", _ref(DeliveriesBody)),
+                "404": _error("no delivery of this event is logged"),
+                "503": _error("MongoDB unavailable", headers=("Retry-After",)),
+            },
+            description="Attempts (time, status code, error, duration), status and last error of the signed "
+            "webhooks sent for the event (its id is the `webhook-id` the endpoints received).",
+            parameters=[
+                {"name": "event_id", "in": "path", "required": True, "schema": _schema(CommandId)},
+                *_CORRELATION_PARAMETERS,
+            ],
+        ),
+        "/api/subscriptions": _get(
+            "The webhook endpoints and whether they are disabled",
+            "webhooks",
+            {"200": _response("every configured subscription", _ref(SubscriptionsBody))},
+        ),
+    }
+
+
 def _admin_paths() -> dict[str, Any]:
     def force(action: str) -> dict[str, Any]:
         return {
@@ -518,6 +548,7 @@ def build_openapi(settings: Settings, version: str) -> dict[str, Any]:
             **_health_paths(),
             **command_paths,
             **_webhook_paths(),
+            **_delivery_paths(),
             **_console_paths(),
             **(_admin_paths() if admin else {}),
         },

@@ -32,6 +32,9 @@ __all__ = [
     "DeadLetterSummary",
     "DeadOutboxDocument",
     "DeadOutboxList",
+    "DeliveriesBody",
+    "DeliveryAttempt",
+    "DeliveryEntry",
     "DownstreamBody",
     "DownstreamStatus",
     "ErrorBody",
@@ -43,6 +46,8 @@ __all__ = [
     "OutboxCounts",
     "OutboxRetried",
     "StatusSnapshot",
+    "SubscriptionState",
+    "SubscriptionsBody",
     "WebhookAccepted",
     "WebhookRejected",
     "model_response",
@@ -284,3 +289,45 @@ class CommandRecordBody(_Body):
 class CommandLookup(_Body):
     command_id: str
     records: list[CommandRecordBody] = Field(description="One per downstream that has a record of this id.")
+
+
+class DeliveryAttempt(_Body):
+    at: int = Field(description="Epoch milliseconds.")
+    status_code: int | None = Field(description="The endpoint's answer; null when it gave none (timeout, refused).")
+    error: str | None
+    duration_ms: int
+
+
+class DeliveryEntry(_Body):
+    """One subscription's delivery of the event."""
+
+    subscription: str
+    event_id: str = Field(description="Also the `webhook-id` the endpoint received.")
+    routing_key: str
+    status: Literal["delivered", "retrying", "failed", "dead-lettered"]
+    attempt_count: int
+    attempts: list[DeliveryAttempt] = Field(description="The latest 50 attempts, oldest first.")
+    last_status_code: int | SkipJsonSchema[None] = None
+    last_error: str | SkipJsonSchema[None] = None
+    created_at: str
+    updated_at: str
+    delivered_at: str | SkipJsonSchema[None] = None
+
+
+class DeliveriesBody(_Body):
+    event_id: str
+    deliveries: list[DeliveryEntry]
+
+
+class SubscriptionState(_Body):
+    name: str
+    url: str
+    events: list[str]
+    disabled: bool = Field(description="True after the endpoint answered 410 Gone, until enabled again.")
+    reason: str | None
+    changed_at: int | None = Field(description="Epoch milliseconds of the last change of `disabled`.")
+    queue: str
+
+
+class SubscriptionsBody(_Body):
+    subscriptions: list[SubscriptionState]

@@ -1,4 +1,4 @@
-"""Webhook signature verification: Standard Webhooks v1, GitHub and Stripe.
+"""Webhook signature verification: Standard Webhooks v1 and v1a, GitHub and Stripe.
 
 Pure code, no I/O: the sidecar route hands over the raw body, the request headers and the current time,
 and gets back a ``VerifiedWebhook`` or a ``WebhookRejected`` carrying a short reason and an HTTP status.
@@ -14,9 +14,8 @@ Rotation: every configured secret is tried; any one of them verifies. Retiring a
 Limits of the schemes themselves, worth knowing when reading the dedupe records:
 - GitHub signs the body only. ``X-GitHub-Delivery`` and ``X-GitHub-Event`` are unsigned, and there is no
   timestamp, so a captured delivery can be replayed under a fresh delivery id.
-- Standard Webhooks v1a (ed25519, ``whpk_`` keys) is not implemented: it needs the ``cryptography``
-  package, which is not a dependency. v1a entries in ``webhook-signature`` are ignored like any unknown
-  version, and a ``whpk_`` secret fails at start.
+- Standard Webhooks v1a (ed25519) is checked against the sender's public keys (``whpk_`` entries of
+  ``secrets``); without one, v1a entries in ``webhook-signature`` are skipped like any unknown version.
 """
 
 from __future__ import annotations
@@ -31,9 +30,11 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from s2s_daemon.delivery import ed25519_public_key, verify_v1a
 from s2s_daemon.errors import S2SError
-from s2s_daemon.settings import WebhookSourceSettings, standard_webhooks_key
+from s2s_daemon.settings import STANDARD_WEBHOOKS_PUBLIC_KEY_PREFIX, WebhookSourceSettings, standard_webhooks_key
 
 __all__ = [
     "GitHubVerifier",
@@ -45,6 +46,7 @@ __all__ = [
     "WebhookRejected",
     "build_verifier",
     "parse_github_signature",
+    "parse_standard_signature_entries",
     "parse_standard_signatures",
     "parse_stripe_signature",
 ]
@@ -132,17 +134,22 @@ def build_verifier(settings: WebhookSourceSettings) -> Verifier:
 
 @dataclass(frozen=True, slots=True)
 class StandardWebhooksVerifier:
-    """Standard Webhooks v1 (also what Svix sends): HMAC-SHA256 over ``{id}.{timestamp}.{body}``."""
+    """Standard Webhooks (also what Svix sends) over ``{id}.{timestamp}.{body}``: v1 HMAC-SHA256 with ``keys``,
+    v1a ed25519 with ``public_keys``; any one signature matching any key verifies."""
 
     keys: tuple[bytes, ...] = field(repr=False)
     tolerance_seconds: int = 300
     max_body_bytes: int = 1_048_576
     event_type_field: str = "type"
+    public_keys: tuple[Ed25519PublicKey, ...] = field(default=(), repr=False)
 
     @classmethod
     def from_settings(cls, settings: WebhookSourceSettings) -> StandardWebhooksVerifier:
+        secrets = [(i, s.get_secret_value()) for i, s in enumerate(settings.secrets)]
+        public = STANDARD_WEBHOOKS_PUBLIC_KEY_PREFIX
         return cls(
-            keys=tuple(standard_webhooks_key(s.get_secret_value(), i) for i, s in enumerate(settings.secrets)),
+            keys=tuple(standard_webhooks_key(s, i) for i, s in secrets if not s.startswith(public)),
+            public_keys=tuple(ed25519_public_key(s, i) for i, s in secrets if s.startswith(public)),
             tolerance_seconds=settings.tolerance_seconds,
             max_body_bytes=settings.max_body_bytes,
             event_type_field=settings.event_type_field or "type",
@@ -155,14 +162,18 @@ class StandardWebhooksVerifier:
         signature_header = headers.get(f"{prefix}signature")
         if signature_header is None:
             raise WebhookRejected(RejectReason.MISSING_SIGNATURE_HEADER)
-        signatures = parse_standard_signatures(signature_header)
+        signatures, ed25519_signatures = parse_standard_signature_entries(
+            signature_header, with_v1a=bool(self.public_keys)
+        )
         delivery_id = _delivery_id(headers.get(f"{prefix}id"))
         timestamp_text = headers.get(f"{prefix}timestamp")
         if timestamp_text is None:
             raise WebhookRejected(RejectReason.MISSING_TIMESTAMP)
         timestamp = _unix_seconds(timestamp_text)
         signed = b"%s.%s.%s" % (delivery_id.encode("ascii"), timestamp_text.encode("ascii"), body)
-        _match(self.keys, signed, signatures)
+        hmac_matched = _matches(self.keys, signed, signatures)
+        if not (verify_v1a(self.public_keys, signed, ed25519_signatures) | hmac_matched):
+            raise WebhookRejected(RejectReason.SIGNATURE_MISMATCH)
         _within_tolerance(timestamp, now, self.tolerance_seconds)
         payload = _json_object(body)
         event_type = _event_type(payload.get(self.event_type_field))
@@ -226,26 +237,35 @@ class StripeVerifier:
 
 def parse_standard_signatures(header: str) -> list[bytes]:
     """``v1,<base64> v1,<base64> v1a,...`` -> the v1 digests; other versions are skipped."""
+    return parse_standard_signature_entries(header)[0]
+
+
+_SIGNATURE_SIZES = {"v1": hashlib.sha256().digest_size, "v1a": 64}
+
+
+def parse_standard_signature_entries(header: str, *, with_v1a: bool = False) -> tuple[list[bytes], list[bytes]]:
+    """``v1,<base64> v1a,<base64> ...`` -> (v1 digests, v1a signatures); other versions are skipped, and v1a
+    entries too unless ``with_v1a``. Raises when no entry of a version read is left."""
     entries = header.split()
     if not entries or len(entries) > MAX_SIGNATURES:
         raise WebhookRejected(RejectReason.MALFORMED_SIGNATURE_HEADER)
-    digests = []
+    found: dict[str, list[bytes]] = {"v1": [], "v1a": []}
     for entry in entries:
         version, comma, value = entry.partition(",")
         if not comma or not version or not value:
             raise WebhookRejected(RejectReason.MALFORMED_SIGNATURE_HEADER)
-        if version != "v1":
+        if version not in found or (version == "v1a" and not with_v1a):
             continue
         try:
             digest = base64.b64decode(value, validate=True)
         except ValueError:  # binascii.Error, or non-ASCII text
             raise WebhookRejected(RejectReason.MALFORMED_SIGNATURE_HEADER) from None
-        if len(digest) != hashlib.sha256().digest_size:
+        if len(digest) != _SIGNATURE_SIZES[version]:
             raise WebhookRejected(RejectReason.MALFORMED_SIGNATURE_HEADER)
-        digests.append(digest)
-    if not digests:
+        found[version].append(digest)
+    if not found["v1"] and not found["v1a"]:
         raise WebhookRejected(RejectReason.NO_SUPPORTED_SIGNATURE)
-    return digests
+    return found["v1"], found["v1a"]
 
 
 def parse_github_signature(header: str) -> bytes:
@@ -295,14 +315,18 @@ def _check_envelope(body: bytes, headers: Mapping[str, str], max_body_bytes: int
 
 
 def _match(keys: tuple[bytes, ...], signed: bytes, signatures: list[bytes]) -> None:
+    if not _matches(keys, signed, signatures):
+        raise WebhookRejected(RejectReason.SIGNATURE_MISMATCH)
+
+
+def _matches(keys: tuple[bytes, ...], signed: bytes, signatures: list[bytes]) -> bool:
     # Every key against every signature, no early exit: the time taken says nothing about which matched.
     matched = False
     for key in keys:
         expected = hmac.new(key, signed, hashlib.sha256).digest()
         for signature in signatures:
             matched |= hmac.compare_digest(expected, signature)
-    if not matched:
-        raise WebhookRejected(RejectReason.SIGNATURE_MISMATCH)
+    return matched
 
 
 def _unix_seconds(text: str) -> int:

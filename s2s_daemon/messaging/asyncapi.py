@@ -267,6 +267,10 @@ def _schemas() -> dict[str, Any]:
             c.H_DEAD_AT: {"type": "integer", "description": "Epoch milliseconds of the dead-lettering."},
             c.H_SOURCE_QUEUE: {"type": "string", "description": "The queue it was consumed from."},
             c.H_ATTEMPT: {"type": "integer", "description": "Delivery attempt (delay-queue redeliveries)."},
+            c.H_SUBSCRIPTION: {
+                "type": "string",
+                "description": "On a webhook delivery (an event): its subscription; `dlq replay` sends it back there.",
+            },
             "x-first-death-reason": {
                 "type": "string",
                 "description": "Set by RabbitMQ instead of x-s2s-reason, e.g. `delivery_limit`.",

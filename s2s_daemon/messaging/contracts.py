@@ -22,9 +22,11 @@ __all__ = [
     "H_DETAIL",
     "H_FIRST_CALL_AT",
     "H_IDEMPOTENCY_KEY",
+    "H_NOT_BEFORE",
     "H_REASON",
     "H_ROUTING_KEY",
     "H_SOURCE_QUEUE",
+    "H_SUBSCRIPTION",
     "H_TRACEPARENT",
     "H_TRACESTATE",
     "DownstreamResult",
@@ -48,6 +50,8 @@ H_REASON = "x-s2s-reason"
 H_DETAIL = "x-s2s-detail"
 H_DEAD_AT = "x-s2s-dead-lettered-at"
 H_SOURCE_QUEUE = "x-s2s-queue"
+H_SUBSCRIPTION = "x-s2s-subscription"  # a webhook delivery's subscription (dead letters replay to its queue)
+H_NOT_BEFORE = "x-s2s-not-before"  # epoch ms before which a parked webhook delivery is parked again
 
 
 class ReplyError(BaseModel):

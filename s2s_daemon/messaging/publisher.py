@@ -193,7 +193,12 @@ class AmqpPublisher:
             )
 
     async def dead_letter(
-        self, raw: AbstractIncomingMessage, reason: DeadLetterReason, detail: str, routing_key: str
+        self,
+        raw: AbstractIncomingMessage,
+        reason: DeadLetterReason,
+        detail: str,
+        routing_key: str,
+        extra_headers: dict[str, Any] | None = None,
     ) -> None:
         """Copy the message to the DLQ unchanged, plus headers saying why; the caller then acks it."""
         headers = dict(raw.headers or {})
@@ -204,6 +209,7 @@ class AmqpPublisher:
                 c.H_ROUTING_KEY: routing_key,
                 c.H_DEAD_AT: now_ms(),
                 c.H_SOURCE_QUEUE: _source_queue(raw),
+                **(extra_headers or {}),
             }
         )
         await self._copy(raw, self._topology.dlx_name, routing_key, headers)
@@ -222,6 +228,14 @@ class AmqpPublisher:
         headers = dict(raw.headers or {})
         headers.update({c.H_ROUTING_KEY: routing_key, c.H_ATTEMPT: attempt, **(extra_headers or {})})
         await self._copy(raw, "", queue, headers)
+        return queue
+
+    async def park_delivery(
+        self, raw: AbstractIncomingMessage, subscription: str, seconds: int, headers: dict[str, Any]
+    ) -> str:
+        """Park a copy of a webhook delivery in its endpoint's delay queue of ``seconds``."""
+        queue = self._topology.subscription_delay_queue_name(subscription, seconds)
+        await self._copy(raw, "", queue, {**(raw.headers or {}), **headers})
         return queue
 
     async def _copy(

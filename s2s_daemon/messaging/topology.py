@@ -8,6 +8,9 @@
 <p>.dlx       fanout   -> quorum queue <p>.dlq
 <p>.events    topic    "<routing key>.succeeded|failed", "webhook.<service>.<type>"
 <p>.sidecar.<owner>.replies   the sidecar's reply queue for commands submitted over HTTP (one per process)
+<p>.subscription.<name>       quorum queue of one webhook endpoint, bound to <p>.events with its patterns,
+                              x-delivery-limit, dead-letters to <p>.dlx
+<p>.subscription.<name>.delay.<n>s   its delay queues, dead-lettering back to <p>.subscription.<name>
 ```
 
 No other module builds these names.
@@ -31,10 +34,27 @@ class Topology:
     delivery_limit: int
     delay_ladder: tuple[int, ...]
     quorum_group_size: int | None = None
+    # webhook endpoints: (name, routing-key patterns on the events exchange), and their delay queues' rungs
+    subscriptions: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    delivery_ladder: tuple[int, ...] = ()
 
     @classmethod
-    def from_settings(cls, amqp: AmqpSettings, downstreams: tuple[str, ...]) -> Topology:
-        return cls(amqp.prefix, downstreams, amqp.delivery_limit, amqp.delay_ladder, amqp.quorum_initial_group_size)
+    def from_settings(
+        cls,
+        amqp: AmqpSettings,
+        downstreams: tuple[str, ...],
+        subscriptions: tuple[tuple[str, tuple[str, ...]], ...] = (),
+        delivery_ladder: tuple[int, ...] = (),
+    ) -> Topology:
+        return cls(
+            amqp.prefix,
+            downstreams,
+            amqp.delivery_limit,
+            amqp.delay_ladder,
+            quorum_group_size=amqp.quorum_initial_group_size,
+            subscriptions=subscriptions,
+            delivery_ladder=delivery_ladder,
+        )
 
     @classmethod
     def of_prefix(cls, prefix: str) -> Topology:
@@ -67,6 +87,17 @@ class Topology:
 
     def delay_queue_name(self, downstream: str, seconds: int) -> str:
         return f"{self.prefix}.{downstream}.delay.{seconds}s"
+
+    def subscription_queue_name(self, subscription: str) -> str:
+        return f"{self.prefix}.subscription.{subscription}"
+
+    def subscription_delay_queue_name(self, subscription: str, seconds: int) -> str:
+        return f"{self.prefix}.subscription.{subscription}.delay.{seconds}s"
+
+    def subscription_delay_rung(self, delay: float) -> int:
+        """The smallest rung of the delivery ladder that waits at least ``delay`` seconds (the top rung caps it)."""
+        wanted = max(1, math.ceil(delay))
+        return next((rung for rung in self.delivery_ladder if rung >= wanted), self.delivery_ladder[-1])
 
     def reply_queue_name(self, owner: str) -> str:
         return f"{self.prefix}.sidecar.{owner}.replies"
@@ -132,18 +163,43 @@ class Topology:
             arguments=cast("Any", args),  # QuorumQueueArgs (a TypedDict) lacks some keys we set
         )
 
+    def subscription_queue(self, subscription: str) -> RabbitQueue:
+        args: dict[str, Any] = {
+            **self._replicas(),
+            "x-delivery-limit": self.delivery_limit,
+            "x-dead-letter-exchange": self.dlx_name,
+        }
+        return RabbitQueue(
+            self.subscription_queue_name(subscription),
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            arguments=cast("Any", args),
+        )
+
+    def subscription_delay_queue(self, subscription: str, seconds: int) -> RabbitQueue:
+        return self._delay_queue(
+            self.subscription_delay_queue_name(subscription, seconds),
+            self.subscription_queue_name(subscription),
+            seconds,
+        )
+
     def delay_queue(self, downstream: str, seconds: int) -> RabbitQueue:
+        return self._delay_queue(
+            self.delay_queue_name(downstream, seconds), self.command_queue_name(downstream), seconds
+        )
+
+    def _delay_queue(self, name: str, back_to: str, seconds: int) -> RabbitQueue:
         args: dict[str, Any] = {
             **self._replicas(),
             "x-message-ttl": seconds * 1000,
             "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": self.command_queue_name(downstream),
+            "x-dead-letter-routing-key": back_to,
             # at-least-once dead-lettering needs reject-publish overflow (RabbitMQ >= 3.10)
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",
         }
         return RabbitQueue(
-            self.delay_queue_name(downstream, seconds),
+            name,
             queue_type=QueueType.QUORUM,
             durable=True,
             arguments=cast("Any", args),
@@ -154,6 +210,9 @@ class Topology:
         for ds in self.downstreams:
             names.append(self.command_queue_name(ds))
             names.extend(self.delay_queue_name(ds, s) for s in self.delay_ladder)
+        for name, _ in self.subscriptions:
+            names.append(self.subscription_queue_name(name))
+            names.extend(self.subscription_delay_queue_name(name, s) for s in self.delivery_ladder)
         return names
 
     def all_exchange_names(self) -> list[str]:
@@ -174,3 +233,10 @@ class Topology:
             await broker.declare_queue(self.command_queue(ds))
             for seconds in self.delay_ladder:
                 await broker.declare_queue(self.delay_queue(ds, seconds))
+        events = await broker.declare_exchange(self.events_exchange)
+        for name, patterns in self.subscriptions:
+            queue = await broker.declare_queue(self.subscription_queue(name))
+            for pattern in patterns:
+                await queue.bind(events, routing_key=pattern)
+            for seconds in self.delivery_ladder:
+                await broker.declare_queue(self.subscription_delay_queue(name, seconds))

@@ -158,6 +158,34 @@ class Metrics:
             ["downstream"],
             registry=r,
         )
+        # Webhooks sent to the subscriptions' endpoints (s2s_daemon.delivery), labelled by subscription name.
+        self.webhook_deliveries = Counter(
+            "s2s_webhook_deliveries_total",
+            "Webhook deliveries by outcome: delivered, retrying (parked for a later attempt), rejected (4xx), gone "
+            "(410), exhausted (retries ran out), invalid (not JSON), filtered (the event did not match), held "
+            "(endpoint disabled).",
+            ["subscription", "outcome"],
+            registry=r,
+        )
+        self.webhook_delivery_seconds = Histogram(
+            "s2s_webhook_delivery_duration_seconds",
+            "Duration of one HTTP attempt to a webhook endpoint.",
+            ["subscription"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.webhook_breaker_state = Gauge(
+            "s2s_webhook_breaker_state",
+            "Circuit breaker state per webhook endpoint: 0 closed, 1 half-open, 2 open.",
+            ["subscription"],
+            registry=r,
+        )
+        self.webhook_endpoint_disabled = Gauge(
+            "s2s_webhook_endpoint_disabled",
+            "1 while a subscription is disabled (its endpoint answered 410 Gone), until it is enabled again.",
+            ["subscription"],
+            registry=r,
+        )
         # Sampled by observability.sampler: broker-wide figures (every replica reports the same) and readiness.
         self.dlq_messages = Gauge(
             "s2s_dlq_messages", "Ready messages in the dead-letter queue (sampled from RabbitMQ).", registry=r

@@ -84,6 +84,8 @@ _DEATH_HEADERS = frozenset(
         "x-delivery-count",
     }
 )
+# Headers of a webhook delivery's retries: a replay drops them too.
+_DELIVERY_HEADERS = frozenset({c.H_CALLS, c.H_FIRST_CALL_AT, c.H_NOT_BEFORE, c.H_SUBSCRIPTION})
 # Headers that change while a message sits in the DLQ: not part of its content hash.
 _VOLATILE_HEADERS = frozenset({"x-delivery-count"})
 _EDIT_NS = uuid.UUID("3b0f6f55-6a4e-4c53-8a39-0d3c1f6e2a71")
@@ -111,6 +113,7 @@ class DeadLetter:
     body: bytes
     headers: Mapping[str, Any]
     properties: Mapping[str, Any]
+    subscription: str | None = None  # a webhook delivery: replayed to this subscription's queue
 
     @classmethod
     def from_message(cls, msg: AbstractIncomingMessage) -> DeadLetter:
@@ -137,6 +140,7 @@ class DeadLetter:
             correlation_id=header_text(msg.correlation_id) or header_text(headers.get(c.H_CORRELATION_ID)),
             idempotency_key=key,
             replay_count=header_int(headers.get(H_REPLAY_COUNT)) or 0,
+            subscription=header_text(headers.get(c.H_SUBSCRIPTION)),
             body=bytes(msg.body),
             headers=headers,
             properties={
@@ -164,6 +168,7 @@ class DeadLetter:
             "id": self.id,
             "reason": self.reason,
             "routing_key": self.routing_key,
+            "subscription": self.subscription,
             "attempts": self.attempts,
             "age_seconds": None if age is None else round(age, 3),
             "correlation_id": self.correlation_id,
@@ -357,6 +362,7 @@ class DeadLetterQueue:
         names = Topology.of_prefix(prefix)
         self.queue_name = names.dlq_name
         self.commands_exchange_name = names.commands_exchange_name
+        self._names = names
         self._connect_timeout = connect_timeout
         self._connection: AbstractConnection | None = None
 
@@ -427,7 +433,8 @@ class DeadLetterQueue:
         stop: asyncio.Event | None = None,
         progress: ProgressFn | None = None,
     ) -> ReplayReport:
-        """Re-publish matching dead letters to the commands exchange; ack each only after its confirm.
+        """Re-publish matching dead letters to the commands exchange (a webhook delivery: straight to its
+        subscription's queue, with the same ``webhook-id``); ack each only after its confirm.
 
         ``body`` replaces the body of exactly one message (``selection`` must pin one id) and gives the copy a
         new idempotency key. ``stop`` ends the pass after the batch in hand.
@@ -446,6 +453,7 @@ class DeadLetterQueue:
                 exchange = await publisher.get_exchange(self.commands_exchange_name, ensure=True)
             except aio_pika.exceptions.ChannelClosed as exc:
                 raise DeadLetterQueueError(f"exchange {self.commands_exchange_name!r} does not exist") from exc
+            exchanges = (exchange, publisher.default_exchange)
             async with self._pass() as p:
                 report.depth = p.depth
                 pending: list[tuple[AbstractIncomingMessage, DeadLetter]] = []
@@ -462,7 +470,7 @@ class DeadLetterQueue:
                     if room and report.error is None and selection.matches(dl, at):
                         pending.append((msg, dl))
                         if len(pending) >= batch:
-                            await self._publish_batch(exchange, pending, body, report, p)
+                            await self._publish_batch(exchanges, pending, body, report, p)
                             pending = []
                     else:
                         await p.keep(msg)
@@ -470,14 +478,14 @@ class DeadLetterQueue:
                     if progress is not None:
                         progress(report.scanned, p.depth)
                 if pending:
-                    await self._publish_batch(exchange, pending, body, report, p)
+                    await self._publish_batch(exchanges, pending, body, report, p)
         finally:
             await _close(publisher)
         return report
 
     async def _publish_batch(
         self,
-        exchange: AbstractExchange,
+        exchanges: tuple[AbstractExchange, AbstractExchange],  # the commands exchange, the default exchange
         batch: list[tuple[AbstractIncomingMessage, DeadLetter]],
         body: bytes | None,
         report: ReplayReport,
@@ -485,8 +493,13 @@ class DeadLetterQueue:
     ) -> None:
         """Publish all (in order), wait for every confirm, ack the confirmed ones; keep the others in the DLQ."""
         outgoing = [replay_message(dl, body) for _, dl in batch]
+        exchange, default_exchange = exchanges
         publishes = [
-            exchange.publish(message, routing_key=dl.routing_key, mandatory=True)
+            default_exchange.publish(
+                message, routing_key=self._names.subscription_queue_name(dl.subscription), mandatory=True
+            )
+            if dl.subscription
+            else exchange.publish(message, routing_key=dl.routing_key, mandatory=True)
             for (_, dl), (message, _) in zip(batch, outgoing, strict=True)
         ]
         results = await asyncio.gather(*publishes, return_exceptions=True)
@@ -544,6 +557,10 @@ def replay_message(dl: DeadLetter, body: bytes | None = None) -> tuple[aio_pika.
     it as the key), so we derive a stable one from its content id instead, and say so.
     """
     headers = {k: v for k, v in dl.headers.items() if k not in _DEATH_HEADERS}
+    if dl.subscription:
+        # a webhook delivery starts its retry schedule afresh, and keeps the event's routing key in a header
+        headers = {k: v for k, v in headers.items() if k not in _DELIVERY_HEADERS}
+        headers[c.H_ROUTING_KEY] = dl.routing_key
     headers[H_REPLAYED_AT] = now_ms()
     headers[H_REPLAY_COUNT] = dl.replay_count + 1
     props = dl.properties

@@ -36,7 +36,9 @@ class Backoff:
 
     @classmethod
     def for_retries(cls, settings: RetrySettings) -> Backoff:
-        """A downstream's retry policy (``downstreams.<name>.retry``)."""
+        """A downstream's retry policy (``downstreams.<name>.retry``): its fixed ``schedule`` when it has one."""
+        if settings.schedule:
+            return cls.ladder(settings.schedule)
         return cls(settings.initial_delay, settings.multiplier, settings.max_delay)
 
     @classmethod

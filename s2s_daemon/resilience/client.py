@@ -291,6 +291,23 @@ class DownstreamClient:
         retry the budget refused.
         """
         request = build_request(self.settings.base_url, route, body, headers)
+        return await self.send(
+            request, deadline_ms, previous_attempts=previous_attempts, previous_elapsed=previous_elapsed
+        )
+
+    async def send(
+        self,
+        request: HttpRequest,
+        deadline_ms: int | None = None,
+        *,
+        previous_attempts: int = 0,
+        previous_elapsed: float = 0.0,
+        prepare: Callable[[HttpRequest], HttpRequest] | None = None,
+    ) -> CallOutcome:
+        """``call`` for a request built by the caller (a signed webhook); the same layers, in the same order.
+
+        ``prepare`` is applied to the request before each attempt (a signature with the attempt's timestamp).
+        """
         time_left: float | None = None
         if deadline_ms is not None:
             time_left = deadline_ms / 1000 - time.time()
@@ -304,7 +321,13 @@ class DownstreamClient:
             started = time.perf_counter()
             try:
                 result = await call_with_retries(
-                    lambda n: self._attempt(request, time_left, started, first.pop() if first else None, n - 1),
+                    lambda n: self._attempt(
+                        prepare(request) if prepare else request,
+                        time_left,
+                        started,
+                        first.pop() if first else None,
+                        n - 1,
+                    ),
                     settings=self.settings.retry,
                     budget=self.budget,
                     rng=self._rng,

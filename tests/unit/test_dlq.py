@@ -120,6 +120,19 @@ def test_replay_message_drops_death_headers_and_marks_the_replay() -> None:
     assert message.headers["x-s2s-replay-count"] == 3
 
 
+def test_replay_message_of_a_webhook_delivery_starts_its_schedule_afresh() -> None:
+    """A webhook delivery's replay keeps its message_id (the webhook-id) and event routing key, drops its retries."""
+    letter = _dead_letter(
+        subscription="partner",
+        routing_key="service-a.create-resource.succeeded",
+        headers={"x-s2s-subscription": "partner", "x-s2s-calls": 8, "x-s2s-first-call-at": 1, "x-s2s-not-before": 2},
+    )
+    message, new_key = replay_message(letter)
+    assert (new_key, message.message_id) == (False, "m1")
+    assert message.headers["x-s2s-routing-key"] == "service-a.create-resource.succeeded"
+    assert not {"x-s2s-subscription", "x-s2s-calls", "x-s2s-first-call-at", "x-s2s-not-before"} & set(message.headers)
+
+
 def test_replay_message_with_a_new_body_gets_a_new_key() -> None:
     """An edited copy: new body, new key in message_id and header, the original named."""
     message, new_key = replay_message(_dead_letter(), b'{"name": "fixed"}')

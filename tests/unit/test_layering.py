@@ -27,7 +27,7 @@ PACKAGE = Path(s2s_daemon.__file__).parent
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"__init__", "__main__", "app", "cli", "local"}),
     frozenset({"http", "ops"}),
-    frozenset({"pipeline"}),
+    frozenset({"pipeline", "delivery"}),
     frozenset({"messaging", "outbox", "idempotency", "resilience"}),
     frozenset({"observability", "errors", "settings", "clock", "batching"}),
 )

@@ -24,3 +24,20 @@ def test_delay_rung_waits_at_least_the_delay() -> None:
     assert t.delay_rung(3) == 5
     assert t.delay_rung(5.01) == 30
     assert t.delay_rung(1000) == 30
+
+
+def test_subscription_queues_are_named_and_dead_letter_back() -> None:
+    """A subscription's queue dead-letters to the DLX; its delay queues return to it; the ladder is its own."""
+    t = Topology("s2s", (), 5, (1, 5), (("partner", ("service-a.*.succeeded",)),), (1, 300, 36_000))
+    assert t.subscription_queue_name("partner") == "s2s.subscription.partner"
+    assert t.subscription_queue("partner").arguments["x-dead-letter-exchange"] == "s2s.dlx"
+    delay = t.subscription_delay_queue("partner", 300)
+    assert delay.name == "s2s.subscription.partner.delay.300s"
+    assert delay.arguments["x-dead-letter-routing-key"] == "s2s.subscription.partner"
+    assert delay.arguments["x-message-ttl"] == 300_000
+    assert set(t.all_queue_names()) >= {"s2s.subscription.partner", "s2s.subscription.partner.delay.36000s"}
+    assert (t.subscription_delay_rung(5), t.subscription_delay_rung(7200), t.subscription_delay_rung(10**6)) == (
+        300,
+        36_000,
+        36_000,
+    )
