@@ -28,7 +28,9 @@ def test_delay_rung_waits_at_least_the_delay() -> None:
 
 def test_subscription_queues_are_named_and_dead_letter_back() -> None:
     """A subscription's queue dead-letters to the DLX; its delay queues return to it; the ladder is its own."""
-    t = Topology("s2s", (), 5, (1, 5), (("partner", ("service-a.*.succeeded",)),), (1, 300, 36_000))
+    t = Topology(
+        "s2s", (), 5, (1, 5), subscriptions=(("partner", ("service-a.*.succeeded",)),), delivery_ladder=(1, 300, 36_000)
+    )
     assert t.subscription_queue_name("partner") == "s2s.subscription.partner"
     assert t.subscription_queue("partner").arguments["x-dead-letter-exchange"] == "s2s.dlx"
     delay = t.subscription_delay_queue("partner", 300)
