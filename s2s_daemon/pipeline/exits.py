@@ -23,7 +23,7 @@ from s2s_daemon.errors import (
 )
 from s2s_daemon.messaging import AmqpPublisher, RetryState, Topology
 from s2s_daemon.observability import Metrics
-from s2s_daemon.outbox import OutboxWriter, command_key
+from s2s_daemon.outbox import OutboxRecord, OutboxStatus, OutboxWriter, command_key
 from s2s_daemon.pipeline.dedupe import DELAY_DEPENDENCY_S
 from s2s_daemon.pipeline.job import Job, log
 from s2s_daemon.pipeline.parse import delivery_correlation_id, idempotency_key
@@ -34,6 +34,16 @@ __all__ = ["Exits"]
 
 # Causes whose delay the retry policy or the breaker already chose; the others climb the ladder.
 _CHOSEN_DELAY = frozenset({RedeliverCause.RETRY, RedeliverCause.BREAKER_OPEN})
+
+
+def _relay_will_answer(record: OutboxRecord, reply_to: str) -> bool:
+    """The stored reply is not published yet (pending or leased) and goes where this delivery asks: the relay
+    sends it, and a direct copy now would be a second reply. This is the delivery whose outbox write went
+    through although the store's answer was lost (it restarted): redelivered, it finds its own document."""
+    return record.status in _UNSENT and record.reply_to == reply_to
+
+
+_UNSENT = frozenset({OutboxStatus.PENDING, OutboxStatus.PUBLISHING})
 
 
 class Exits:
@@ -58,6 +68,7 @@ class Exits:
     async def duplicate(self, job: Job, exc: Duplicate) -> None:
         cmd = job.cmd
         self._metrics.dedupe_hits.labels(cmd.downstream, exc.state).inc()
+        resent = False
         if cmd.reply_to:
             record = job.stored
             if record is None:
@@ -65,7 +76,7 @@ class Exits:
                     record = await self._outbox.find(command_key(cmd.downstream, cmd.key))
                 except DependencyUnavailable as error:
                     raise Redeliver(RedeliverCause.MONGODB_UNAVAILABLE, error.detail, DELAY_DEPENDENCY_S) from error
-            if record is not None and record.reply is not None:
+            if record is not None and record.reply is not None and not _relay_will_answer(record, cmd.reply_to):
                 await self._publisher.reply_direct(
                     cmd.reply_to,
                     cmd.correlation_id,
@@ -73,8 +84,9 @@ class Exits:
                     cmd.trace_headers(),
                     message_id=record.event_id,  # the original reply's message_id: duplicates are droppable
                 )
+                resent = True
         await job.msg.ack()
-        log.info("command.duplicate", state=exc.state, resent=bool(cmd.reply_to))
+        log.info("command.duplicate", state=exc.state, resent=resent)
 
     async def conflict(self, job: Job) -> None:
         """Same key, different payload: a failed reply of kind ``conflict``, no downstream call."""
