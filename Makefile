@@ -13,7 +13,7 @@ COV_MIN ?= 70
 help:
 	@echo "make run    - set up and run the daemon with embedded Mongo-wire server and demo downstreams"
 	@echo "make test   - set up and run the whole suite against real RabbitMQ/Redis/nx-27017"
-	@echo "make chaos  - the eight fault scenarios at full size on private services (table + .chaos/*.json)"
+	@echo "make chaos  - the fault scenarios at full size on private services (table + .chaos/*.json)"
 	@echo "make docs   - the reference site under docs/ (mkdocs build --strict into .site/)"
 	@echo "make lint | typecheck | fmt | bench | clean"
 

@@ -1,4 +1,4 @@
-"""The eight chaos scenarios at their short sizes (the full sizes run in `make chaos`)."""
+"""The chaos scenarios at their short sizes (the full sizes run in `make chaos`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The eight scenarios. Each builds its own private stack, publishes its commands, injects its fault at a
+"""The scenarios. Each builds its own private stack, publishes its commands, injects its fault at a
 point of progress (a fraction of the commands answered, so the fault lands mid-run at any speed), waits for
 quiescence and counts. ``full`` sizes run in ``make chaos``; ``short`` ones in ``make test``."""
 
@@ -227,6 +227,59 @@ def downstream_faults(make_stack: StackFactory, p: Params, result: ScenarioResul
             and effects["connection resets"]["resets_before"] + effects["connection resets"]["resets_after"] > 0
             and effects["blackhole"]["swallowed_chunks"] > 0
         )
+
+
+# 9 ---------------------------------------------------------------------------------------------------
+def low_traffic_outage(make_stack: StackFactory, p: Params, result: ScenarioResult) -> None:
+    """A downstream deploy at low traffic, with the default retry and breaker policy: service-a answers 503, then
+    refuses connections (through the proxy, which stops listening), then is healthy again. Every command must
+    succeed, none dead-lettered, and none may cost more than ``max_calls`` downstream calls."""
+    with make_stack(StackOptions(proxy=True)) as stack:
+        result.details["stack"] = stack.timings
+        assert stack.proxy is not None
+        proxy = stack.proxy
+        load = Load(stack, good_commands(p["commands"], "s9"), p["rate"]).start()
+        load.wait_answered(p["at"], p["trigger_s"])
+        sent_before = load.journal.answered
+        with load.fault(f"503 for {p['error_s']:g}s, then connections refused for {p['refused_s']:g}s"):
+            stack.demo.faults("a", status=503)
+            time.sleep(p["error_s"])
+            stack.demo.faults("a")
+            proxy.refuse()
+            try:
+                time.sleep(p["refused_s"])
+            finally:
+                proxy.accept()
+        _quiesce_and_count(load, stack, p, result)
+        assert result.counters is not None
+        calls = stack.demo.stats("a")["calls_by_key"]
+        attempts = [r.attempts for rs in load.journal.replies.values() for r in rs[:1] if r.attempts is not None]
+        metrics = stack.daemons[0].metrics()
+        transitions = {
+            k.partition("{")[2].rstrip("}"): int(v)
+            for k, v in metrics.items()
+            if k.startswith("s2s_breaker_transitions_total{") and 'downstream="service-a"' in k
+        }
+        opened = sum(v for k, v in transitions.items() if 'to="open"' in k)
+        result.details["answered_before_the_outage"] = sent_before
+        result.details["calls_per_command"] = {
+            "max_attempts_in_replies": max(attempts, default=0),
+            "max_calls_reaching_service_a": max(calls.values(), default=0),
+            "mean_attempts": round(sum(attempts) / len(attempts), 2) if attempts else None,
+        }
+        result.details["breaker_transitions"] = transitions
+        result.checks["the outage met traffic (commands sent during it)"] = sent_before < result.counters.sent
+        result.checks["0 failed"] = result.counters.failed == 0
+        result.checks["0 dead-lettered"] = result.counters.dead_lettered == 0
+        result.checks[f"all {result.counters.sent} commands succeeded"] = (
+            result.counters.succeeded == result.counters.sent
+        )
+        result.checks[f"at most {p['max_calls']} downstream calls per command"] = (
+            len(attempts) == result.counters.replied
+            and max(attempts, default=0) <= p["max_calls"]
+            and max(calls.values(), default=0) <= p["max_calls"]
+        )
+        result.checks["the breaker opened (the consumer paused rather than burning attempts)"] = opened > 0
 
 
 # 8 ---------------------------------------------------------------------------------------------------
@@ -508,6 +561,19 @@ SCENARIOS: dict[str, Scenario] = {
                 "unroutable": 3,
                 "always-500": 5,
             },
+        ),
+        _scenario(
+            "low-traffic",
+            "low-traffic outage: 503, then refused connections, default retry policy",
+            low_traffic_outage,
+            # 2 commands/s for 170 s: ~10 s healthy, 90 s of 503, 30 s refused, ~40 s healthy
+            {"commands": 340, "rate": 2, "at": 0.06, "error_s": 90.0, "refused_s": 30.0, "max_calls": 10},
+            # the same phases scaled down ~8x (the sending still spans the whole outage)
+            commands=60,
+            rate=2,
+            at=0.08,
+            error_s=11.0,
+            refused_s=4.0,
         ),
     )
 }
