@@ -159,6 +159,31 @@ def test_full_jitter_promises_no_horizon() -> None:
 
 
 @PROPERTY
+@given(deadline=st.floats(0.01, 400), rng=st.randoms(use_true_random=False))
+def test_with_the_defaults_a_deadline_still_wins(deadline: float, rng: random.Random) -> None:
+    """The long default horizon never carries a command past its x-deadline: no retry is scheduled to start at or
+    after it, and a permanent error is not retried at all."""
+    s = RetrySettings()
+    attempt, elapsed = 1, 0.0
+    while True:
+        d = decide_retry(
+            attempt,
+            elapsed,
+            retryable=True,
+            retry_after=None,
+            deadline_remaining=deadline - elapsed,
+            budget_ok=True,
+            settings=s,
+            rng=rng,
+        )
+        if not d.retry:
+            break
+        attempt, elapsed = attempt + 1, elapsed + d.delay
+        assert elapsed < deadline
+    assert decide(retryable=False, settings=s).reason == RetryReason.NOT_RETRYABLE
+
+
+@PROPERTY
 @given(settings=retry_settings, rng=st.randoms(use_true_random=False))
 def test_no_retry_sequence_fails_before_the_horizon(settings: RetrySettings, rng: random.Random) -> None:
     """Whatever the draws, a command failing on every attempt is given up no sooner than the horizon."""
