@@ -36,11 +36,12 @@ __all__ = ["Exits"]
 _CHOSEN_DELAY = frozenset({RedeliverCause.RETRY, RedeliverCause.BREAKER_OPEN})
 
 
-def _relay_will_answer(record: OutboxRecord, reply_to: str) -> bool:
-    """The stored reply is not published yet (pending or leased) and goes where this delivery asks: the relay
-    sends it, and a direct copy now would be a second reply. This is the delivery whose outbox write went
-    through although the store's answer was lost (it restarted): redelivered, it finds its own document."""
-    return record.status in _UNSENT and record.reply_to == reply_to
+def _relay_will_answer(record: OutboxRecord, reply_to: str, correlation_id: str) -> bool:
+    """The stored reply is not published yet (pending or leased) and is this very delivery's answer (same
+    reply_to and correlation id): the relay sends it, and a direct copy now would be a second reply. This is the
+    delivery whose outbox write went through although the store's answer was lost (it restarted): redelivered,
+    it finds its own document. Another copy of the command (its own correlation id) is answered as usual."""
+    return record.status in _UNSENT and record.reply_to == reply_to and record.correlation_id == correlation_id
 
 
 _UNSENT = frozenset({OutboxStatus.PENDING, OutboxStatus.PUBLISHING})
@@ -76,7 +77,11 @@ class Exits:
                     record = await self._outbox.find(command_key(cmd.downstream, cmd.key))
                 except DependencyUnavailable as error:
                     raise Redeliver(RedeliverCause.MONGODB_UNAVAILABLE, error.detail, DELAY_DEPENDENCY_S) from error
-            if record is not None and record.reply is not None and not _relay_will_answer(record, cmd.reply_to):
+            if (
+                record is not None
+                and record.reply is not None
+                and not _relay_will_answer(record, cmd.reply_to, cmd.correlation_id)
+            ):
                 await self._publisher.reply_direct(
                     cmd.reply_to,
                     cmd.correlation_id,
