@@ -212,7 +212,8 @@ class Relay:
             else:
                 sent_ids.append(record.id)
         if sent_ids:
-            sent = [record for record in batch if record.id in set(sent_ids)]
+            published = set(sent_ids)
+            sent = [record for record in batch if record.id in published]
             try:
                 await self._mark_sent(sent, token)
             except (PyMongoError, OSError):
