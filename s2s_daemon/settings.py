@@ -220,16 +220,28 @@ class RouteSettings(_Strict):
 
 # The resilience policies of a downstream (used by s2s_daemon.resilience).
 class RetrySettings(BaseModel):
-    """The retry policy of one downstream."""
+    """The retry policy of one downstream.
+
+    The defaults span a rolling deploy: ten attempts, the first retry in-process after 0.5-1 s, the later ones
+    parked in the delay queues for 1-2 s, 2-4 s, ... up to 60-120 s, within 300 s of the first attempt. A command
+    survives a downstream outage of up to ``resilience.outage_horizon(settings)`` seconds (180 with the defaults).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_attempts: int = Field(default=4, ge=1, description="Attempts in total, the first one included.")
-    initial_delay: float = Field(default=0.1, ge=0, description="Backoff cap (seconds) before the first retry.")
-    max_delay: float = Field(default=10.0, ge=0, description="Backoff cap (seconds) for any retry.")
+    max_attempts: int = Field(default=10, ge=1, description="Attempts in total, the first one included.")
+    initial_delay: float = Field(default=1.0, ge=0, description="Backoff cap (seconds) before the first retry.")
+    max_delay: float = Field(default=120.0, ge=0, description="Backoff cap (seconds) for any retry.")
     multiplier: float = Field(default=2.0, ge=1, description="Growth of the backoff cap per attempt.")
+    jitter: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Randomised fraction of each backoff cap: a wait is drawn from [cap * (1 - jitter), cap]. "
+        "1 is full jitter (no lower bound, so no outage horizon can be promised), 0 no jitter.",
+    )
     max_elapsed: float = Field(
-        default=30.0, gt=0, description="Seconds from the first attempt after which no retry is scheduled."
+        default=300.0, gt=0, description="Seconds from the first attempt after which no retry is scheduled."
     )
     in_process_max_wait: float = Field(
         default=1.0,
@@ -277,6 +289,12 @@ class BreakerSettings(BaseModel):
         default=20,
         ge=1,
         description="Calls the window must hold before rates are evaluated; fewer never open the breaker.",
+    )
+    consecutive_failures: int = Field(
+        default=5,
+        ge=0,
+        description="Failed calls in a row that open the breaker whatever the window holds, so it opens at low "
+        "traffic too (where `minimum_calls` takes minutes to fill); 0 turns this trigger off.",
     )
     failure_rate_threshold: float = Field(
         default=50.0, gt=0, le=100, description="Percent of failed calls at or above which the breaker opens."
@@ -358,7 +376,7 @@ class AmqpSettings(_Strict):
     )
     max_body_bytes: PositiveInt = Field(default=1_048_576, description="Larger commands are dead-lettered.")
     delay_ladder: tuple[PositiveInt, ...] = Field(
-        default=(1, 2, 5, 10, 30, 60, 300),
+        default=(1, 2, 5, 10, 30, 60, 120, 300),
         description="Seconds of the delay queues used for redelivery later (the next rung up is used).",
     )
     require_idempotency_key: bool = Field(

@@ -26,7 +26,7 @@ from s2s_daemon.http.server import SidecarServer
 from s2s_daemon.local import EmbeddedMongo, ServiceState, demo_states, free_port, service_a, service_b
 from s2s_daemon.messaging.topology import Topology
 from s2s_daemon.observability.logging import configure_logging
-from s2s_daemon.settings import Settings, load_settings
+from s2s_daemon.settings import AmqpSettings, Settings, load_settings
 
 pytest_plugins = ["tests.browser"]  # the `browser` fixture (headless Chromium)
 
@@ -121,7 +121,8 @@ async def cleanup_namespace(run_id: str, mongo_server: EmbeddedMongo) -> AsyncIt
 async def drop_namespace(
     prefix: str, mongo_uri: str, downstreams: tuple[str, ...] = ("service-a", "service-b")
 ) -> None:
-    topology = Topology(prefix, downstreams, 5, (1, 2, 5, 10, 30, 60, 300))
+    # the default ladder and the one other rung a test's own ladder uses
+    topology = Topology(prefix, downstreams, 5, tuple(sorted({*AmqpSettings().delay_ladder, 4})))
     connection = await aio_pika.connect(RABBITMQ_URL)
     async with connection:
         channel = await connection.channel()

@@ -82,6 +82,7 @@ class Relay:
         self._room = asyncio.Event()  # set while the inbox is below its limit
         self._room.set()
         self._broker_down_until = 0.0  # monotonic; no claiming rounds before it
+        self._unmarked: list[tuple[list[OutboxRecord], str]] = []  # published, mark-sent failed: (records, token)
         self.healthy = True
 
     # lifecycle ---------------------------------------------------------------------------------
@@ -132,6 +133,7 @@ class Relay:
                     await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval)
             self._wake.clear()
             try:
+                await self._mark_unmarked()
                 await self._drain_inbox()
                 if self._stopping:
                     return
@@ -164,8 +166,10 @@ class Relay:
                 if not in_flight:
                     continue
                 done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    task.result()  # a store error ends the round; the documents' leases bring them back
+                # a store error ends the round; the documents' leases bring them back (each error retrieved)
+                errors = [error for task in done if (error := task.exception()) is not None]
+                if errors:
+                    raise errors[0]
         finally:
             if in_flight:
                 await asyncio.gather(*in_flight, return_exceptions=True)
@@ -212,17 +216,16 @@ class Relay:
                 failed.append((record, result))
             else:
                 sent_ids.append(record.id)
-        now = now_ms()
         if sent_ids:
-            with self._mark_sent_span([record for record in batch if record.id in sent_ids]):
-                await self._collection.update_many(
-                    {"_id": {"$in": sent_ids}, "lease_owner": token},
-                    {"$set": {"status": OutboxStatus.SENT.value, "sent_at": now, "lease_owner": None}},
-                )
-            self._metrics.outbox_published.inc(len(sent_ids))
-            for record in batch:
-                if record.id in sent_ids:
-                    self._metrics.outbox_lag_seconds.observe(max(0, now - record.created_at) / 1000)
+            published = set(sent_ids)
+            sent = [record for record in batch if record.id in published]
+            try:
+                await self._mark_sent(sent, token)
+            except (PyMongoError, OSError):
+                # Published, but the store did not hear of it: remember it, or the documents' leases run out and
+                # a polling claim publishes every one of them again (a store restart re-sent ~1,000 replies so).
+                self._unmarked.append((sent, token))
+                raise
         if unreachable:
             await self._broker_down(
                 unreachable, token, next(r for r in results if isinstance(r, DependencyUnavailable))
@@ -249,6 +252,27 @@ class Relay:
         return self._tracing.span(
             f"update {self._collection.name}", SpanKind.CLIENT, attributes, root=True, links=links
         )
+
+    async def _mark_sent(self, sent: list[OutboxRecord], token: str) -> None:
+        now = now_ms()
+        with self._mark_sent_span(sent):
+            await self._collection.update_many(
+                {"_id": {"$in": [record.id for record in sent]}, "lease_owner": token},
+                {"$set": {"status": OutboxStatus.SENT.value, "sent_at": now, "lease_owner": None}},
+            )
+        self._metrics.outbox_published.inc(len(sent))
+        for record in sent:
+            self._metrics.outbox_lag_seconds.observe(max(0, now - record.created_at) / 1000)
+
+    async def _mark_unmarked(self) -> None:
+        """Mark sent what was published while the store was unreachable, before anything else: before this
+        relay claims expired leases, and before it publishes more that it could not mark either. The update
+        is conditional on our token, so a document another relay has taken over meanwhile is left to it."""
+        while self._unmarked:
+            sent, token = self._unmarked[0]
+            await self._mark_sent(sent, token)
+            del self._unmarked[0]
+            log.info("outbox.marked_after_store_outage", documents=len(sent))
 
     async def _broker_down(self, ids: list[Any], token: str, exc: DependencyUnavailable) -> None:
         """The broker is unreachable (connection lost, reconnecting): not the documents' fault. Charging an

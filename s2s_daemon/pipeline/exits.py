@@ -24,7 +24,7 @@ from s2s_daemon.errors import (
 from s2s_daemon.messaging import AmqpPublisher, RetryState, Topology
 from s2s_daemon.observability import Metrics
 from s2s_daemon.observability.tracing import NO_TRACING, Tracing
-from s2s_daemon.outbox import OutboxWriter, command_key
+from s2s_daemon.outbox import OutboxRecord, OutboxStatus, OutboxWriter, command_key
 from s2s_daemon.pipeline.dedupe import DELAY_DEPENDENCY_S
 from s2s_daemon.pipeline.job import Job, log
 from s2s_daemon.pipeline.parse import delivery_correlation_id, idempotency_key
@@ -35,6 +35,17 @@ __all__ = ["Exits"]
 
 # Causes whose delay the retry policy or the breaker already chose; the others climb the ladder.
 _CHOSEN_DELAY = frozenset({RedeliverCause.RETRY, RedeliverCause.BREAKER_OPEN})
+
+
+def _relay_will_answer(record: OutboxRecord, reply_to: str, correlation_id: str) -> bool:
+    """The stored reply is not published yet (pending or leased) and is this very delivery's answer (same
+    reply_to and correlation id): the relay sends it, and a direct copy now would be a second reply. This is the
+    delivery whose outbox write went through although the store's answer was lost (it restarted): redelivered,
+    it finds its own document. Another copy of the command (its own correlation id) is answered as usual."""
+    return record.status in _UNSENT and record.reply_to == reply_to and record.correlation_id == correlation_id
+
+
+_UNSENT = frozenset({OutboxStatus.PENDING, OutboxStatus.PUBLISHING})
 
 
 class Exits:
@@ -62,6 +73,7 @@ class Exits:
         cmd = job.cmd
         self._metrics.dedupe_hits.labels(cmd.downstream, exc.state).inc()
         self._tracing.event("s2s.duplicate", {"s2s.idempotency.state": exc.state})
+        resent = False
         if cmd.reply_to:
             record = job.stored
             if record is None:
@@ -69,7 +81,11 @@ class Exits:
                     record = await self._outbox.find(command_key(cmd.downstream, cmd.key))
                 except DependencyUnavailable as error:
                     raise Redeliver(RedeliverCause.MONGODB_UNAVAILABLE, error.detail, DELAY_DEPENDENCY_S) from error
-            if record is not None and record.reply is not None:
+            if (
+                record is not None
+                and record.reply is not None
+                and not _relay_will_answer(record, cmd.reply_to, cmd.correlation_id)
+            ):
                 await self._publisher.reply_direct(
                     cmd.reply_to,
                     cmd.correlation_id,
@@ -77,8 +93,9 @@ class Exits:
                     cmd.trace_headers(),
                     message_id=record.event_id,  # the original reply's message_id: duplicates are droppable
                 )
+                resent = True
         await job.msg.ack()
-        log.info("command.duplicate", state=exc.state, resent=bool(cmd.reply_to))
+        log.info("command.duplicate", state=exc.state, resent=resent)
 
     async def conflict(self, job: Job) -> None:
         """Same key, different payload: a failed reply of kind ``conflict``, no downstream call."""

@@ -36,6 +36,7 @@ from s2s_daemon.resilience.retry import (
     RetryResult,
     call_with_retries,
     decide_retry,
+    outage_horizon,
 )
 from s2s_daemon.resilience.shared import SharedBreakerState
 
@@ -72,5 +73,6 @@ __all__ = [
     "decode_body",
     "is_failure",
     "make_transport",
+    "outage_horizon",
     "parse_retry_after",
 ]

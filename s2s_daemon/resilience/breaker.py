@@ -5,7 +5,9 @@ States: CLOSED -> OPEN -> HALF_OPEN -> CLOSED, and HALF_OPEN -> OPEN.
 - CLOSED: every call is permitted and its outcome goes into a sliding window (the last ``window_size``
   calls, or the calls of the last ``window_size`` seconds in 1-second buckets). The breaker opens exactly
   when the window holds at least ``minimum_calls`` and the failure rate or the slow-call rate reaches its
-  threshold (``>=``, in percent). A call is slow when it took longer than ``slow_call_duration``.
+  threshold (``>=``, in percent), or when the last ``consecutive_failures`` calls all failed (0: never), which
+  opens it at low traffic, where the window would take minutes to hold ``minimum_calls``. A call is slow when it
+  took longer than ``slow_call_duration``.
 - OPEN: every call is rejected until ``wait_in_open`` seconds have passed; the next ``try_acquire`` then
   moves to HALF_OPEN (no background timer, as resilience4j without automatic transition).
 - HALF_OPEN: at most ``permitted_half_open_calls`` probes are let through. Once all of them have completed,
@@ -224,6 +226,7 @@ class CircuitBreaker:
         self._generation = 0
         self._opened_at = 0.0
         self._window = self._new_window()
+        self._failures_in_a_row = 0
         self._probes_issued = 0
         self._probes_done = 0
         self._probe_failures = 0
@@ -295,8 +298,12 @@ class CircuitBreaker:
         if self._state is BreakerState.CLOSED:
             now = self._clock()
             self._window.add(outcome.failure, slow, now)
+            self._failures_in_a_row = self._failures_in_a_row + 1 if outcome.failure else 0
             totals = self._window.totals(now)
-            if totals[0] >= self.settings.minimum_calls and self._over_threshold(*totals):
+            in_a_row = self.settings.consecutive_failures
+            if (totals[0] >= self.settings.minimum_calls and self._over_threshold(*totals)) or (
+                in_a_row and self._failures_in_a_row >= in_a_row
+            ):
                 self._transition(BreakerState.CLOSED, BreakerState.OPEN, totals)
         elif self._state is BreakerState.HALF_OPEN:
             self._probes_done += 1
@@ -316,6 +323,7 @@ class CircuitBreaker:
         self._state = to_state
         self._generation += 1
         self._window = self._new_window()
+        self._failures_in_a_row = 0
         self._probes_issued = self._probes_done = self._probe_failures = self._probe_slow = 0
         if to_state is BreakerState.OPEN:
             self._opened_at = now

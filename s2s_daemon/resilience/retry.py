@@ -20,6 +20,7 @@ flight, not messages parked in a delay queue.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -41,6 +42,7 @@ __all__ = [
     "RetryResult",
     "call_with_retries",
     "decide_retry",
+    "outage_horizon",
 ]
 
 log = get_logger("s2s.retry")
@@ -105,6 +107,24 @@ def decide_retry(
     if not budget_ok:
         return _stop(RetryReason.BUDGET)
     return RetryDecision(retry=True, delay=delay, in_process=delay <= settings.in_process_max_wait, reason=reason)
+
+
+def outage_horizon(settings: RetrySettings) -> float:
+    """Seconds of a downstream outage that a command whose first attempt met its start is sure to outlive.
+
+    On a retryable outcome a command fails only after its last attempt, or when the next wait would end past
+    ``max_elapsed``. Attempt ``k`` comes no sooner than the sum of the shortest waits (``Backoff.floor``) before
+    it, and the wait after it is at most its ceiling. An open breaker and the delay queues' rungs only ever wait
+    longer; a ``Retry-After`` beyond what ``max_elapsed`` allows, or a caller's ``x-deadline``, end it sooner.
+    With full jitter (``jitter: 1``) there is no shortest wait and the horizon is 0.
+    """
+    backoff = Backoff.for_retries(settings)
+    horizon, attempt_at = settings.max_elapsed, 0.0
+    for n in range(1, settings.max_attempts):
+        # attempt n (no sooner than ``attempt_at``) is the last if its wait would end past max_elapsed
+        horizon = min(horizon, max(attempt_at, settings.max_elapsed - backoff.ceiling(n)))
+        attempt_at += backoff.floor(n)
+    return math.floor(min(horizon, attempt_at) * 1000) / 1000  # whole milliseconds, never rounded up
 
 
 class AttemptOutcome(Protocol):

@@ -105,12 +105,14 @@ async def test_downstream_error_gives_typed_failed_reply(daemon: Daemon, demo: D
 async def test_unreachable_downstream_gives_unavailable_reply(
     make_settings, cleanup_namespace: None, unused_port: int
 ) -> None:
-    """Connection refused by the downstream is a failed reply of kind 'unavailable' (retries come later)."""
+    """Connection refused by the downstream, once the retries have run out, is a failed reply of kind
+    'unavailable' (a short policy here: the default one waits out minutes of an outage)."""
     settings = make_settings(
         downstreams={
             "service-a": {
                 "base_url": f"http://127.0.0.1:{unused_port}",
                 "timeout": 1.0,
+                "retry": {"max_attempts": 3, "initial_delay": 0.05, "max_delay": 0.2},
                 "routes": {"create-resource": {"method": "POST", "path": "/resource"}},
             }
         }

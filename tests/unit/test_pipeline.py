@@ -15,7 +15,7 @@ from s2s_daemon.idempotency import Claim, ClaimState
 from s2s_daemon.messaging import Topology
 from s2s_daemon.messaging import contracts as c
 from s2s_daemon.observability import Metrics
-from s2s_daemon.outbox import OutboxRecord, WriteResult
+from s2s_daemon.outbox import OutboxRecord, OutboxStatus, WriteResult
 from s2s_daemon.pipeline import CommandPipeline
 from s2s_daemon.resilience import CallOutcome, CallRefused
 from s2s_daemon.settings import Settings, load_settings
@@ -329,6 +329,30 @@ async def test_the_backstop_answers_a_key_redis_forgot() -> None:
     assert world.names() == ["claim", "find", "complete", "reply", "ack"]
     assert world.events[3][2] == {"status": "failed"}
     assert world.events[3][4] == "ev-2"
+
+
+async def test_a_stored_reply_not_yet_published_is_left_to_the_relay() -> None:
+    """The outbox holds the key with this delivery's reply still unpublished (the write went through but its
+    answer was lost when the store restarted): the relay will send it, so no second copy goes now."""
+    world, metrics = World(), Metrics()
+    pipeline = _pipeline(world, metrics)
+    command, _ = cast("Any", pipeline.steps[0]).parse(_msg(world), "svc.do")
+    unsent = _stored("ev-3", command.fingerprint).model_copy(
+        update={
+            "status": OutboxStatus.PUBLISHING,
+            "reply_to": "amq.rabbitmq.reply-to",
+            "correlation_id": command.correlation_id,
+        }
+    )
+    world.stored = unsent
+    await pipeline.handle(_msg(world))
+    assert world.names() == ["claim", "find", "complete", "ack"]
+    assert _outcomes(metrics) == {"duplicate": 1.0}
+    # another copy of the command (its own correlation id, or its reply wanted elsewhere) still gets its answer
+    for other in ({"correlation_id": "corr-2"}, {"reply_to": "another-queue"}):
+        world.events.clear()
+        await pipeline.handle(_msg(world, **other))
+        assert world.names() == ["claim", "find", "complete", "reply", "ack"]
 
 
 async def test_an_open_breaker_frees_the_key_and_parks_the_command() -> None:

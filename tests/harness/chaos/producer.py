@@ -64,6 +64,7 @@ class Reply:
     status: str
     error_kind: str | None
     message_id: str | None
+    attempts: int | None = None  # downstream calls the daemon made for the command (the reply's ``attempts``)
 
 
 @dataclass(slots=True)
@@ -318,7 +319,14 @@ class Observer(Worker):
             data = {}
         error = data.get("error") or {}
         cid = props.correlation_id or data.get("command_id")
-        reply = Reply(time.monotonic(), str(data.get("status")), error.get("kind"), props.message_id)
+        attempts = data.get("attempts")
+        reply = Reply(
+            time.monotonic(),
+            str(data.get("status")),
+            error.get("kind"),
+            props.message_id,
+            attempts if isinstance(attempts, int) else None,
+        )
         self.journal.reply(cid, reply, bool(method.redelivered))
         channel.basic_ack(method.delivery_tag)
 

@@ -10,6 +10,9 @@ from any thread:
   the upstream answered, instead of forwarding the answer (the effect happened, the client sees a reset);
 * ``blackhole``: bytes from either side are swallowed; connections stay open and nothing answers.
 
+``refuse()`` closes the listening socket and every open connection, so new connections are refused (as from a
+downstream that is down); ``accept()`` listens on the same port again.
+
 Run it in a thread of the harness (``ProxyThread``) or alone: ``python -m tests.harness.chaos.proxy LISTEN UPSTREAM``.
 """
 
@@ -88,6 +91,15 @@ class FaultProxy:
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
+
+    async def refuse(self) -> None:
+        """Stop listening and drop every connection: connects are refused until ``listen``."""
+        await self.stop()
+
+    async def listen(self) -> None:
+        """Listen again, on the same port."""
+        if self._server is None:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -187,6 +199,12 @@ class ProxyThread:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self.proxy.start(), self._loop).result(10)
         return self
+
+    def refuse(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.proxy.refuse(), self._loop).result(10)
+
+    def accept(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.proxy.listen(), self._loop).result(10)
 
     def stop(self) -> None:
         if not self._thread.is_alive():

@@ -45,6 +45,7 @@ def make(**overrides: Any) -> tuple[CircuitBreaker, FakeClock, list[Transition]]
         "slow_call_duration": 1.0,
         "wait_in_open": 5.0,
         "permitted_half_open_calls": 2,
+        "consecutive_failures": 0,  # the window's trigger alone; the streak has examples of its own
     }
     clock = FakeClock()
     transitions: list[Transition] = []
@@ -74,6 +75,7 @@ def test_defaults_match_the_documented_policy() -> None:
     assert (s.window_type, s.window_size, s.minimum_calls) == ("count", 50, 20)
     assert (s.failure_rate_threshold, s.slow_call_duration, s.slow_call_rate_threshold) == (50.0, 2.0, 100.0)
     assert (s.wait_in_open, s.permitted_half_open_calls, s.count_429_as_failure) == (10.0, 5, True)
+    assert s.consecutive_failures == 5
     assert all(f.description for f in BreakerSettings.model_fields.values())
 
 
@@ -107,6 +109,40 @@ def test_closed_opens_when_failure_rate_reaches_threshold() -> None:
     assert breaker.state is OPEN
     assert transitions == [Transition("svc", CLOSED, OPEN, 50.0, 0.0, 4, clock.now)]
     assert breaker.metrics_snapshot().calls == 0  # the window reset on the transition
+
+
+def test_failures_in_a_row_open_it_below_minimum_calls() -> None:
+    """At low traffic: consecutive_failures failed calls in a row open the breaker, whatever the window holds."""
+    breaker, clock, transitions = make(minimum_calls=10, consecutive_failures=3)
+    for _ in range(2):
+        call(breaker, failure=True)
+    assert breaker.state is CLOSED
+    call(breaker, failure=True)
+    assert breaker.state is OPEN
+    assert transitions == [Transition("svc", CLOSED, OPEN, 100.0, 0.0, 3, clock.now)]
+
+
+def test_a_success_breaks_the_streak_and_ignored_calls_do_not() -> None:
+    """A success restarts the count; a released permit (an ignored 4xx) neither counts nor restarts it."""
+    breaker, _, _ = make(minimum_calls=10, consecutive_failures=3)
+    for failure in (True, True, False, True, True):
+        call(breaker, failure=failure)
+    assert breaker.state is CLOSED
+    permit = breaker.try_acquire()
+    assert permit is not None
+    permit.release()
+    call(breaker, failure=True)
+    assert breaker.state is OPEN
+
+
+def test_zero_turns_the_streak_trigger_off() -> None:
+    """consecutive_failures 0: only the window's rates open the breaker."""
+    breaker, _, _ = make(minimum_calls=10, consecutive_failures=0)
+    for _ in range(9):
+        call(breaker, failure=True)
+    assert breaker.state is CLOSED
+    call(breaker, failure=True)
+    assert breaker.state is OPEN
 
 
 def test_closed_opens_on_slow_calls_alone() -> None:
@@ -347,6 +383,7 @@ class ModelBreaker:
     calls: list[tuple[int, bool, bool]] = field(default_factory=list)  # (second, failure, slow) in CLOSED
     probes: list[tuple[bool, bool]] = field(default_factory=list)
     probes_issued: int = 0
+    streak: int = 0  # failures in a row while CLOSED
     transitions: list[tuple[BreakerState, BreakerState]] = field(default_factory=list)
 
     def over(self, outcomes: list[tuple[bool, bool]]) -> bool:
@@ -367,7 +404,7 @@ class ModelBreaker:
     def go(self, to: BreakerState, now: float) -> None:
         self.transitions.append((self.state, to))
         self.state, self.epoch = to, self.epoch + 1
-        self.calls, self.probes, self.probes_issued = [], [], 0
+        self.calls, self.probes, self.probes_issued, self.streak = [], [], 0, 0
         if to is OPEN:
             self.opened_at = now
 
@@ -388,8 +425,10 @@ class ModelBreaker:
         slow = duration > self.s.slow_call_duration
         if self.state is CLOSED:
             self.calls.append((math.floor(now), failure, slow))
+            self.streak = self.streak + 1 if failure else 0
             window = self.window(now)
-            if len(window) >= self.s.minimum_calls and self.over(window):
+            in_a_row = self.s.consecutive_failures
+            if (len(window) >= self.s.minimum_calls and self.over(window)) or (in_a_row and self.streak >= in_a_row):
                 self.go(OPEN, now)
         else:
             self.probes.append((failure, slow))
@@ -406,7 +445,7 @@ class ModelBreaker:
 thresholds = st.one_of(st.sampled_from([25.0, 50.0, 75.0, 100.0]), st.integers(2, 200).map(lambda n: n / 2))
 
 breaker_settings = st.builds(
-    lambda window_type, size, minimum, failure_t, slow_t, wait, probes: BreakerSettings(
+    lambda window_type, size, minimum, failure_t, slow_t, wait, probes, in_a_row: BreakerSettings(
         window_type=window_type,
         window_size=size,
         minimum_calls=min(minimum, size) if window_type == "count" else minimum,
@@ -415,6 +454,7 @@ breaker_settings = st.builds(
         slow_call_rate_threshold=slow_t,
         wait_in_open=wait,
         permitted_half_open_calls=probes,
+        consecutive_failures=in_a_row,
     ),
     window_type=st.sampled_from(["count", "time"]),
     size=st.integers(1, 8),
@@ -423,6 +463,7 @@ breaker_settings = st.builds(
     slow_t=thresholds,
     wait=st.sampled_from([0.5, 1.0, 3.0]),
     probes=st.integers(1, 4),
+    in_a_row=st.integers(0, 4),
 )
 
 
@@ -499,8 +540,7 @@ class BreakerMachine(RuleBasedStateMachine):
         for t in self.seen:
             over = t.failure_rate >= s.failure_rate_threshold or t.slow_rate >= s.slow_call_rate_threshold
             if (t.from_state, t.to_state) == (CLOSED, OPEN):
-                assert t.calls >= s.minimum_calls
-                assert over
+                assert (t.calls >= s.minimum_calls and over) or s.consecutive_failures
             elif t.from_state is HALF_OPEN:
                 assert t.calls == s.permitted_half_open_calls
                 assert over == (t.to_state is OPEN)

@@ -29,7 +29,9 @@ async def test_budget_refusal_after_max_elapsed_is_a_retryable_failure() -> None
     )
     transport = Always500()
     client = DownstreamClient("failing", settings, Metrics(), transport)
-    outcome = await client.call(RouteSettings(path="/r"), {}, {}, previous_attempts=1, previous_elapsed=31.0)
+    outcome = await client.call(
+        RouteSettings(path="/r"), {}, {}, previous_attempts=1, previous_elapsed=settings.retry.max_elapsed + 1
+    )
     assert transport.calls == 0
     assert outcome.refused is CallRefused.BUDGET_EXHAUSTED
     assert outcome.message == CallRefused.BUDGET_EXHAUSTED.value

@@ -21,10 +21,14 @@ from s2s_daemon.resilience.retry import (
     RetryReason,
     call_with_retries,
     decide_retry,
+    outage_horizon,
 )
 from s2s_daemon.settings import RetrySettings
 
 PROPERTY = hyp_settings(max_examples=500, deadline=None)
+# The mechanics below are shown on a short policy (the defaults before 0.x: four attempts within ~30 s, full
+# jitter); the defaults themselves and their outage horizon are tested on their own.
+SMALL = RetrySettings(max_attempts=4, initial_delay=0.1, max_delay=10.0, max_elapsed=30.0, jitter=1.0)
 
 
 @pytest.fixture(autouse=True)
@@ -80,7 +84,7 @@ def decide(**overrides: object) -> RetryDecision:
         "retry_after": None,
         "deadline_remaining": None,
         "budget_ok": True,
-        "settings": RetrySettings(),
+        "settings": SMALL,
         "rng": random.Random(7),
     } | overrides
     return decide_retry(**args)  # type: ignore[arg-type]
@@ -127,15 +131,79 @@ def test_backoff_grows_then_caps() -> None:
 def test_settings_defaults_and_validation() -> None:
     """RetrySettings has the documented defaults, a description per field, and rejects nonsense."""
     s = RetrySettings()
-    assert (s.max_attempts, s.initial_delay, s.max_delay, s.multiplier) == (4, 0.1, 10.0, 2.0)
-    assert (s.max_elapsed, s.in_process_max_wait) == (30.0, 1.0)
+    assert (s.max_attempts, s.initial_delay, s.max_delay, s.multiplier, s.jitter) == (10, 1.0, 120.0, 2.0, 0.5)
+    assert (s.max_elapsed, s.in_process_max_wait) == (300.0, 1.0)
     assert all(f.description for f in RetrySettings.model_fields.values())
     with pytest.raises(ValidationError):
         RetrySettings(max_attempts=0)
     with pytest.raises(ValidationError):
         RetrySettings(multiplier=0.5)
-    with pytest.raises(ValidationError):
-        RetrySettings(jitter=True)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="jitter"):
+        RetrySettings(jitter=1.5)
+
+
+def test_the_defaults_outlive_a_three_minute_outage() -> None:
+    """With the defaults a command outlives a downstream outage of 180 s (the figure the docs state); the first
+    retry stays in-process and the later ones go through the delay queues."""
+    s = RetrySettings()
+    assert outage_horizon(s) == 180.0
+    backoff = Backoff.for_retries(s)
+    assert backoff.ceiling(1) <= s.in_process_max_wait < backoff.floor(2) * 2
+    assert sum(backoff.floor(n) for n in range(1, s.max_attempts)) >= 180.0
+
+
+def test_full_jitter_promises_no_horizon() -> None:
+    """Full jitter has no shortest wait: every attempt may come at once, so the horizon is 0."""
+    assert outage_horizon(SMALL) == 0.0
+    assert outage_horizon(RetrySettings(max_attempts=1)) == 0.0
+
+
+@PROPERTY
+@given(deadline=st.floats(0.01, 400), rng=st.randoms(use_true_random=False))
+def test_with_the_defaults_a_deadline_still_wins(deadline: float, rng: random.Random) -> None:
+    """The long default horizon never carries a command past its x-deadline: no retry is scheduled to start at or
+    after it, and a permanent error is not retried at all."""
+    s = RetrySettings()
+    attempt, elapsed = 1, 0.0
+    while True:
+        d = decide_retry(
+            attempt,
+            elapsed,
+            retryable=True,
+            retry_after=None,
+            deadline_remaining=deadline - elapsed,
+            budget_ok=True,
+            settings=s,
+            rng=rng,
+        )
+        if not d.retry:
+            break
+        attempt, elapsed = attempt + 1, elapsed + d.delay
+        assert elapsed < deadline
+    assert decide(retryable=False, settings=s).reason == RetryReason.NOT_RETRYABLE
+
+
+@PROPERTY
+@given(settings=retry_settings, rng=st.randoms(use_true_random=False))
+def test_no_retry_sequence_fails_before_the_horizon(settings: RetrySettings, rng: random.Random) -> None:
+    """Whatever the draws, a command failing on every attempt is given up no sooner than the horizon."""
+    horizon = outage_horizon(settings)
+    attempt, elapsed = 1, 0.0
+    while True:
+        d = decide_retry(
+            attempt,
+            elapsed,
+            retryable=True,
+            retry_after=None,
+            deadline_remaining=None,
+            budget_ok=True,
+            settings=settings,
+            rng=rng,
+        )
+        if not d.retry:
+            break
+        attempt, elapsed = attempt + 1, elapsed + d.delay
+    assert elapsed >= horizon - 1e-6
 
 
 # -- decide_retry ------------------------------------------------------------------------------------
@@ -253,7 +321,7 @@ async def test_retries_until_success_and_balances_the_budget() -> None:
     script = Script(FAIL, FAIL, OK)
     seen: list[tuple[int, RetryDecision]] = []
     result = await call_with_retries(
-        script, settings=RetrySettings(), budget=budget, clock=clock, on_retry=lambda n, d: seen.append((n, d))
+        script, settings=SMALL, budget=budget, clock=clock, on_retry=lambda n, d: seen.append((n, d))
     )
     assert (result.outcome, result.attempts, result.decision) == (OK, 3, None)
     assert script.calls == [1, 2, 3]
@@ -265,7 +333,7 @@ async def test_retries_until_success_and_balances_the_budget() -> None:
 
 async def test_permanent_failure_is_not_retried() -> None:
     """A non-retryable outcome ends the call after one attempt, with the outcome and the reason."""
-    result = await call_with_retries(Script(PERMANENT), settings=RetrySettings())
+    result = await call_with_retries(Script(PERMANENT), settings=SMALL)
     assert result.outcome == PERMANENT
     assert result.attempts == 1
     assert result.decision == RetryDecision(False, 0.0, False, RetryReason.NOT_RETRYABLE)
@@ -274,7 +342,9 @@ async def test_permanent_failure_is_not_retried() -> None:
 async def test_gives_up_after_max_attempts() -> None:
     """Every attempt failing ends with attempts-exhausted and the last outcome; budget slots are freed."""
     budget = RetryBudget(clock=FakeClock())
-    result = await call_with_retries(Script(*[FAIL] * 3), settings=RetrySettings(max_attempts=3), budget=budget)
+    result = await call_with_retries(
+        Script(*[FAIL] * 3), settings=SMALL.model_copy(update={"max_attempts": 3}), budget=budget
+    )
     assert (result.outcome, result.attempts) == (FAIL, 3)
     assert result.decision is not None
     assert result.decision.reason == RetryReason.ATTEMPTS_EXHAUSTED
@@ -292,7 +362,7 @@ async def test_long_retry_after_becomes_a_redelivery() -> None:
 async def test_budget_refusal_stops_in_process_retries() -> None:
     """With the budget spent, a retryable failure is not retried and the refusal is counted."""
     budget = RetryBudget(budget_percent=0.0, min_retry_concurrency=0, clock=FakeClock())
-    result = await call_with_retries(Script(FAIL), settings=RetrySettings(), budget=budget)
+    result = await call_with_retries(Script(FAIL), settings=SMALL, budget=budget)
     assert result.attempts == 1
     assert result.decision == RetryDecision(False, 0.0, False, RetryReason.BUDGET)
     assert budget.refused_total == 1
@@ -302,7 +372,7 @@ async def test_redelivered_retry_needs_a_budget_slot_before_calling() -> None:
     """A redelivered command's first attempt here is a retry: refused by the budget, nothing is called."""
     budget = RetryBudget(budget_percent=0.0, min_retry_concurrency=0, clock=FakeClock())
     script = Script(OK)
-    result = await call_with_retries(script, settings=RetrySettings(), budget=budget, previous_attempts=2)
+    result = await call_with_retries(script, settings=SMALL, budget=budget, previous_attempts=2)
     assert script.calls == []
     assert (result.outcome, result.attempts) == (None, 2)
     assert result.decision == RetryDecision(False, 0.0, False, RetryReason.BUDGET)
@@ -313,7 +383,7 @@ async def test_redelivered_retry_continues_the_attempt_count() -> None:
     """Attempt numbers and limits continue from earlier deliveries; the slot is released afterwards."""
     budget = RetryBudget(clock=FakeClock())
     script = Script(FAIL, FAIL)
-    result = await call_with_retries(script, settings=RetrySettings(), budget=budget, previous_attempts=2)
+    result = await call_with_retries(script, settings=SMALL, budget=budget, previous_attempts=2)
     assert script.calls == [3, 4]
     assert result.decision is not None
     assert result.decision.reason == RetryReason.ATTEMPTS_EXHAUSTED
@@ -344,7 +414,7 @@ async def test_stamina_test_mode_caps_attempts() -> None:
     """stamina.set_testing(attempts=n) ends the loop after n attempts, reported as stopped."""
     budget = RetryBudget(clock=FakeClock())
     with stamina.set_testing(True, attempts=2):
-        result = await call_with_retries(Script(FAIL, FAIL), settings=RetrySettings(), budget=budget)
+        result = await call_with_retries(Script(FAIL, FAIL), settings=SMALL, budget=budget)
     assert result.attempts == 2
     assert result.decision is not None
     assert result.decision.reason == RetryReason.STOPPED
@@ -361,7 +431,7 @@ async def test_errors_from_the_attempt_propagate_without_retry() -> None:
 
     budget = RetryBudget(clock=FakeClock())
     with pytest.raises(KeyError):
-        await call_with_retries(broken, settings=RetrySettings(), budget=budget)
+        await call_with_retries(broken, settings=SMALL, budget=budget)
     assert calls == [1]
     assert budget.active_retries == 0
 
@@ -390,5 +460,5 @@ async def test_a_failing_on_retry_hook_does_not_stop_the_retry() -> None:
     def boom(_: int, __: RetryDecision) -> None:
         raise RuntimeError("observer bug")
 
-    result = await call_with_retries(Script(FAIL, OK), settings=RetrySettings(), on_retry=boom)
+    result = await call_with_retries(Script(FAIL, OK), settings=SMALL, on_retry=boom)
     assert (result.outcome, result.attempts) == (OK, 2)
