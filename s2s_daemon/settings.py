@@ -81,6 +81,16 @@ SIDECAR_PATHS = (
 _PATH_SEGMENT_RE = re.compile(r"^(?:[A-Za-z0-9._~:@!$&'()*+,;=-]+|\{[A-Za-z_][A-Za-z0-9_]*\})$")
 
 
+def _json_schema_or_none(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A JSON Schema (draft 2020-12) given in the config, checked as a schema; a clear error otherwise."""
+    if value is not None:
+        try:
+            Draft202012Validator.check_schema(value)
+        except SchemaError as exc:
+            raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+    return value
+
+
 def _segments(path: str) -> list[str]:
     return path[1:].split("/") if path != "/" else []
 
@@ -185,12 +195,7 @@ class RouteSettings(_Strict):
     @field_validator("json_schema")
     @classmethod
     def _schema_is_valid(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            try:
-                Draft202012Validator.check_schema(value)
-            except SchemaError as exc:
-                raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
-        return value
+        return _json_schema_or_none(value)
 
     @model_validator(mode="after")
     def _exposure_fits(self) -> RouteSettings:
@@ -740,12 +745,7 @@ class SubscriptionSettings(BaseModel):
     @field_validator("filter")
     @classmethod
     def _filter_is_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            try:
-                Draft202012Validator.check_schema(value)
-            except SchemaError as exc:
-                raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
-        return value
+        return _json_schema_or_none(value)
 
     @field_validator("headers")
     @classmethod
