@@ -49,6 +49,7 @@ from s2s_daemon.messaging import (
     DependencyHold,
     Topology,
 )
+from s2s_daemon.messaging import frames as amqp_frames
 from s2s_daemon.observability import Metrics, StateSampler, get_logger, package_version, redact_url
 from s2s_daemon.observability.tracing import Tracing
 from s2s_daemon.outbox import OutboxDocument, OutboxWriter, Relay, count_in_status
@@ -124,6 +125,8 @@ class Daemon:
         await self._require("mongodb", mongo_uri, self.mongo.admin.command("ping"))
         await init_beanie(database=self.mongo[s.outbox.database], document_models=[OutboxDocument])
 
+        if not amqp_frames.install():
+            log.info("daemon.amqp_frames_one_write_each", reason="aiormq version not checked")
         self.broker = RabbitBroker(
             s.rabbitmq_url.get_secret_value(),
             graceful_timeout=s.amqp.graceful_timeout,
