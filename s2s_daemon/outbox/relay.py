@@ -214,14 +214,15 @@ class Relay:
                 sent_ids.append(record.id)
         now = now_ms()
         if sent_ids:
-            with self._mark_sent_span([record for record in batch if record.id in sent_ids]):
+            sent = set(sent_ids)
+            with self._mark_sent_span([record for record in batch if record.id in sent]):
                 await self._collection.update_many(
                     {"_id": {"$in": sent_ids}, "lease_owner": token},
                     {"$set": {"status": OutboxStatus.SENT.value, "sent_at": now, "lease_owner": None}},
                 )
             self._metrics.outbox_published.inc(len(sent_ids))
             for record in batch:
-                if record.id in sent_ids:
+                if record.id in sent:
                     self._metrics.outbox_lag_seconds.observe(max(0, now - record.created_at) / 1000)
         if unreachable:
             await self._broker_down(
