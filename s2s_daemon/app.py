@@ -53,6 +53,7 @@ from s2s_daemon.messaging import (
     NodeList,
     Topology,
 )
+from s2s_daemon.messaging import frames as amqp_frames
 from s2s_daemon.observability import Metrics, StateSampler, get_logger, package_version, redact_url
 from s2s_daemon.observability.tracing import Tracing
 from s2s_daemon.outbox import OutboxDocument, OutboxWriter, Relay, count_in_status
@@ -141,6 +142,8 @@ class Daemon:
         await self._require("mongodb", mongo_uri, self.mongo.admin.command("ping"))
         await init_beanie(database=self.mongo[s.outbox.database], document_models=[OutboxDocument])
 
+        if not amqp_frames.install():
+            log.info("daemon.amqp_frames_one_write_each", reason="aiormq version not checked")
         self.broker = ClusterRabbitBroker(
             self.rabbit_nodes,
             timeout=_AMQP_CONNECT_TIMEOUT_S,

@@ -52,6 +52,15 @@ _HEADER_DETAIL_MAX = 500
 _BROKER_DOWN = (ChannelInvalidStateError, AMQPConnectionError, ConnectionError)
 
 
+async def _settled(publish: Awaitable[None]) -> Exception | None:
+    """``None`` once ``publish`` is done, or the exception it raised (cancellation propagates)."""
+    try:
+        await publish
+    except Exception as exc:
+        return exc
+    return None
+
+
 class AmqpPublisher:
     def __init__(self, broker: RabbitBroker, topology: Topology, app_id: str, tracing: Tracing = NO_TRACING) -> None:
         self._broker = broker
@@ -63,20 +72,28 @@ class AmqpPublisher:
         """The reply (if the command asked for one) and the event; raises unless both are confirmed
         (``DependencyUnavailable`` when the broker connection is down)."""
         headers = {c.H_CORRELATION_ID: record.correlation_id, **record.headers}
-        publishes = [self._traced(record, self._topology.events_exchange_name, headers, self._publish_event)]
-        if record.reply_to and record.reply is not None:
+        event = self._traced(record, self._topology.events_exchange_name, headers, self._publish_event)
+        if not record.reply_to or record.reply is None:
+            results: list[BaseException | None] = [await _settled(event)]
+        else:
             reply_to, reply = record.reply_to, record.reply
-            publishes.append(
+            # both confirms in flight at once (the reply in a task of its own, the event in this one); any
+            # failure fails the document (it is retried whole)
+            replying = asyncio.ensure_future(
                 self._traced(
                     record, reply_to, headers, lambda r, h: self._publish_reply(r, reply_to, reply, h), "reply"
                 )
             )
-        # both confirms in flight at once; any failure fails the document (it is retried whole)
-        results = await asyncio.gather(*publishes, return_exceptions=True)
+            try:
+                first = await _settled(event)
+            except BaseException:  # cancelled: the reply goes with it, as with gather
+                replying.cancel()
+                raise
+            results = [first, await _settled(replying)]
         for result in results:
             if isinstance(result, _BROKER_DOWN):
                 raise DependencyUnavailable("rabbitmq", f"{type(result).__name__}: {result}") from result
-            if isinstance(result, BaseException):
+            if result is not None:
                 raise result
 
     async def _traced(
