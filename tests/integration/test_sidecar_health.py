@@ -63,7 +63,9 @@ async def test_metrics_parse_and_count_commands(daemon: Daemon, sidecar_url: str
         response = await http.get("/metrics")
     assert response.status_code == 200
     families = {f.name: f for f in text_string_to_metric_families(response.text)}
-    assert all(name.startswith("s2s_") for name in families)
+    # the daemon's own families, and prometheus-client's process, platform and GC collectors
+    assert all(name.startswith(("s2s_", "process_", "python_")) for name in families)
+    assert {"process_cpu_seconds", "python_info", "python_gc_collections"} <= set(families)
     commands = {
         (s.labels["downstream"], s.labels["outcome"]): s.value
         for s in families["s2s_commands"].samples
