@@ -81,6 +81,13 @@ SIDECAR_PATHS = (
 _PATH_SEGMENT_RE = re.compile(r"^(?:[A-Za-z0-9._~:@!$&'()*+,;=-]+|\{[A-Za-z_][A-Za-z0-9_]*\})$")
 
 
+def comma_separated(value: Any) -> Any:
+    """A list given as one environment variable, ``a,b,c``, as a tuple (blanks dropped); anything else as is."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
 def _json_schema_or_none(value: dict[str, Any] | None) -> dict[str, Any] | None:
     """A JSON Schema (draft 2020-12) given in the config, checked as a schema; a clear error otherwise."""
     if value is not None:
@@ -457,9 +464,7 @@ class RedisSentinelSettings(_Strict):
     @field_validator("addresses", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
+        return comma_separated(value)
 
     @field_validator("addresses")
     @classmethod
@@ -843,9 +848,7 @@ class Settings(BaseSettings):
     @field_validator("rabbitmq_urls", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
+        return comma_separated(value)
 
     @field_validator("redis_url")
     @classmethod
