@@ -271,10 +271,7 @@ class Console:
 
     # writes --------------------------------------------------------------------------------------
     async def dlq_replay(self, request: Request) -> Response:
-        refusal = self._token.refusal(request)
-        if refusal is not None:
-            return refusal
-        parsed = await _parse(request, ReplayRequest)
+        parsed = await self._write_request(request, ReplayRequest)
         if isinstance(parsed, Response):
             return parsed
         try:
@@ -295,10 +292,7 @@ class Console:
         return self._submit(request, "replay", what, run)
 
     async def dlq_purge(self, request: Request) -> Response:
-        refusal = self._token.refusal(request)
-        if refusal is not None:
-            return refusal
-        parsed = await _parse(request, PurgeRequest)
+        parsed = await self._write_request(request, PurgeRequest)
         if isinstance(parsed, Response):
             return parsed
         try:
@@ -316,10 +310,7 @@ class Console:
         return self._submit(request, "purge", what, run)
 
     async def outbox_retry(self, request: Request) -> Response:
-        refusal = self._token.refusal(request)
-        if refusal is not None:
-            return refusal
-        parsed = await _parse(request, OutboxRetryRequest)
+        parsed = await self._write_request(request, OutboxRetryRequest)
         if isinstance(parsed, Response):
             return parsed
         try:
@@ -333,6 +324,14 @@ class Console:
         return model_response(OutboxRetried(moved=moved))
 
     # internals -----------------------------------------------------------------------------------
+    async def _write_request(self, request: Request, model: type[_M]) -> _M | Response:
+        """A write's body as ``model``, or the answer that ends it: 401 without the admin token, 400 naming
+        the bad field."""
+        refusal = self._token.refusal(request)
+        if refusal is not None:
+            return refusal
+        return await _parse(request, model)
+
     def _busy(self) -> Response | None:
         running = self.jobs.running
         if running is None:
