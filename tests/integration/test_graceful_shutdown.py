@@ -79,7 +79,8 @@ async def test_sigterm_mid_run_drains_exits_0_and_loses_nothing(
                 )
             )
 
-        await wait_for(lambda: demo.a.calls >= SENT // 3, timeout=60, interval=0.01)
+        # SIGTERM at a moment with calls in flight (a third sent through, and the daemon not between two waves)
+        await wait_for(lambda: demo.a.calls >= SENT // 3 and demo.a.in_flight > 0, timeout=60, interval=0.01)
         in_flight_at_sigterm = demo.a.in_flight
         calls_at_sigterm = demo.a.calls
         first.process.terminate()  # SIGTERM
