@@ -154,8 +154,12 @@ class Relay:
     # one round -----------------------------------------------------------------------------------
     async def _drain_inbox(self) -> None:
         """Publish what this process wrote, several batches in flight: a batch waits on confirms and on its
-        mark-sent update, and new documents keep arriving meanwhile."""
+        mark-sent update, and new documents keep arriving meanwhile. A document that arrives while fewer than
+        the limit are in flight starts a batch at once (it used to wait for a batch in flight to finish, so at
+        moderate load one batch at a time was in flight and every document waited for the previous batch's
+        confirms and update); at the limit, documents gather into the next batch (group commit)."""
         in_flight: set[asyncio.Task[None]] = set()
+        arrival: asyncio.Task[bool] | None = None
         try:
             while self._inbox or in_flight:
                 while self._inbox and len(in_flight) < _FAST_BATCHES_IN_FLIGHT:
@@ -165,12 +169,23 @@ class Relay:
                         in_flight.add(asyncio.create_task(self._publish_batch(batch, self._fast_token)))
                 if not in_flight:
                     continue
-                done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                self._wake.clear()
+                if len(in_flight) < _FAST_BATCHES_IN_FLIGHT and not self._stopping:
+                    arrival = asyncio.ensure_future(self._wake.wait())
+                    await asyncio.wait({*in_flight, arrival}, return_when=asyncio.FIRST_COMPLETED)
+                    arrival.cancel()
+                    arrival = None
+                else:
+                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                done = {task for task in in_flight if task.done()}
+                in_flight -= done
                 # a store error ends the round; the documents' leases bring them back (each error retrieved)
                 errors = [error for task in done if (error := task.exception()) is not None]
                 if errors:
                     raise errors[0]
         finally:
+            if arrival is not None:
+                arrival.cancel()
             if in_flight:
                 await asyncio.gather(*in_flight, return_exceptions=True)
 

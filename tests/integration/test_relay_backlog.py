@@ -14,7 +14,7 @@ from pymongo import AsyncMongoClient
 
 from s2s_daemon.clock import now_ms
 from s2s_daemon.observability.metrics import Metrics
-from s2s_daemon.outbox.record import OutboxRecord
+from s2s_daemon.outbox.record import OutboxRecord, command_key
 from s2s_daemon.outbox.relay import Relay
 from s2s_daemon.outbox.writer import OutboxWriter
 from s2s_daemon.settings import OutboxSettings
@@ -106,3 +106,47 @@ async def test_a_document_past_its_fast_lease_is_left_to_the_polling_claim(colle
 async def _all_sent(collection: Any) -> bool:
     docs = await collection.find({}, {"status": 1}).to_list()
     return bool(docs) and all(d["status"] == "sent" for d in docs)
+
+
+class HeldBroker:
+    """Publishes of the keys in ``held`` block until ``release`` is set; the others go out at once."""
+
+    def __init__(self, held: set[str]) -> None:
+        self.held = held
+        self.release = asyncio.Event()
+        self.published: list[str] = []
+
+    async def publish(self, record: OutboxRecord) -> None:
+        name = record.key.rsplit(":", 1)[-1]  # the command's own key
+        if name in self.held:
+            await self.release.wait()
+        self.published.append(name)
+
+
+@pytest.mark.timeout(60)
+async def test_a_document_arriving_while_a_batch_waits_goes_out_in_a_batch_of_its_own(collection: Any) -> None:
+    """A batch waiting on its confirms does not hold back a document written meanwhile: the relay starts a
+    second batch for it (below its limit of batches in flight), so it is published and marked sent first."""
+    broker = HeldBroker({"slow"})
+    settings = OutboxSettings(batch_size=10, poll_interval=5.0, lease_seconds=30.0)
+    relay = Relay(collection, broker.publish, settings, Metrics(), owner="test")
+    writer = OutboxWriter(collection, relay)
+    relay.start()
+    try:
+        await writer.write(outbox_record("slow"))
+        await asyncio.sleep(0.2)  # the first batch is in flight, held
+        await writer.write(outbox_record("fast"))
+        await wait_for(lambda: broker.published == ["fast"], timeout=5)
+        await wait_for(lambda: _status(collection, "fast", "sent"), timeout=5)
+        assert await _status(collection, "slow", "publishing")
+        broker.release.set()
+        await wait_for(lambda: _all_sent(collection), timeout=10)
+    finally:
+        broker.release.set()
+        await relay.stop()
+    assert broker.published == ["fast", "slow"]
+
+
+async def _status(collection: Any, key: str, status: str) -> bool:
+    doc = await collection.find_one({"_id": command_key("service-a", key)}, {"status": 1})
+    return doc is not None and doc["status"] == status
