@@ -5,12 +5,12 @@ outcome and the budget, returning a ``RetryDecision``. Short waits (``<= in_proc
 happen in-process; longer ones become delayed redeliveries through the broker, so a consumer slot is never
 held for a long sleep.
 
-``call_with_retries`` drives the in-process loop with stamina (>= 25.2): its ``on=`` backoff hook may return
-a float, which replaces stamina's own backoff, so the hook simply asks ``decide_retry`` and returns its
-delay (retry now-ish) or False (stop). stamina contributes the loop, the sleep, its instrumentation hooks
-and its test mode: under ``stamina.set_testing(True, attempts=n)`` nothing sleeps (``set_testing`` also
-caps the attempts at ``n``, so pass at least ``settings.max_attempts``). stamina's own attempts, timeout and
-backoff parameters are not used; every limit lives in ``decide_retry``.
+``call_with_retries`` makes the first attempt itself and drives the retries with stamina (>= 25.2): its ``on=``
+backoff hook may return a float, which replaces stamina's own backoff, so the hook simply asks ``decide_retry``
+and returns its delay (retry now-ish) or False (stop). stamina contributes the loop, the sleep, its
+instrumentation hooks and its test mode: under ``stamina.set_testing(True, attempts=n)`` nothing sleeps
+(``set_testing`` also caps the attempts at ``n``, so pass at least ``settings.max_attempts``). stamina's own
+attempts, timeout and backoff parameters are not used; every limit lives in ``decide_retry``.
 
 The budget gates a retry when it runs, as Envoy does: an in-process retry takes its slot before sleeping
 and holds it through the attempt; a broker-delayed retry takes its slot when it comes back
@@ -247,8 +247,18 @@ async def call_with_retries(
         return outcome
 
     try:
+        # The first attempt runs outside stamina's loop (most calls succeed at once, and the loop costs about
+        # a third of a successful call's CPU); a failed one is replayed as the loop's first try, so the loop
+        # decides, sleeps and counts exactly as if it had made that attempt itself.
+        try:
+            return RetryResult(await one_attempt(), number, None)
+        except _Failed as failed:
+            replay: _Failed | None = failed
         async for try_ in stamina.retry_context(on=backoff_hook, attempts=None, timeout=None):
             with try_:
+                if replay is not None:
+                    first, replay = replay, None
+                    raise first
                 return RetryResult(await one_attempt(), number, None)
     except _Failed:
         if final is None or (final.retry and final.in_process):
