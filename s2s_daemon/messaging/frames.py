@@ -12,7 +12,14 @@ writer every frame already queued (up to :data:`MAX_BYTES`) joined into one. Not
 * a frame that closes the connection (``Connection.CloseOk``) ends the joined frame, so the writer still
   stops right after it.
 
-This replaces ``aiormq.connection.FrameGenerator.__anext__`` and nothing else. It is installed only for the
+aiormq's connection queue holds only :data:`ORIGINAL_QUEUE_FRAMES` frames: a sender finding it full waits
+while holding its channel's lock, so the relay's publishes (handed over without waiting for their writes) went
+into the queue about one per loop turn and were written one by one. :func:`install` raises the bound to
+:data:`QUEUE_FRAMES` for connections opened afterwards (``Connection.FRAME_BUFFER_SIZE``, the class attribute
+aiormq reads when it creates the queue). What waits in the queue is bounded by its senders anyway: the relay
+keeps at most four batches of publishes in flight, the consumers at most their prefetch of acks.
+
+This replaces ``aiormq.connection.FrameGenerator.__anext__`` and that bound, nothing else. It is installed only for the
 aiormq versions it was checked against (:data:`CHECKED`); with any other version :func:`install` leaves aiormq
 alone and returns ``False`` (frames are then written one by one, as before).
 """
@@ -24,15 +31,20 @@ import importlib.metadata
 from typing import Any
 
 from aiormq.abc import ChannelFrame
-from aiormq.connection import FrameGenerator
+from aiormq.connection import Connection, FrameGenerator
 
-__all__ = ["CHECKED", "MAX_BYTES", "install", "installed", "join_queued"]
+__all__ = ["CHECKED", "MAX_BYTES", "QUEUE_FRAMES", "install", "installed", "join_queued"]
 
 CHECKED = ("7.2.",)
 """aiormq version prefixes whose writer and ``FrameGenerator`` this module was read against."""
 
 MAX_BYTES = 256 * 1024
 """Stop joining once this many bytes are gathered (a frame already larger is written alone, as before)."""
+
+QUEUE_FRAMES = 1024
+"""Frames a connection's write queue holds once installed (aiormq's own bound is 10)."""
+
+ORIGINAL_QUEUE_FRAMES = Connection.FRAME_BUFFER_SIZE
 
 _ORIGINAL_ANEXT = FrameGenerator.__anext__
 
@@ -83,8 +95,8 @@ async def _joined_anext(self: FrameGenerator) -> ChannelFrame:
 
 
 def installed() -> bool:
-    """Whether aiormq's frame iterator currently joins queued frames."""
-    return FrameGenerator.__anext__ is _joined_anext
+    """Whether aiormq's frame iterator currently joins queued frames (and its write queue is the larger one)."""
+    return FrameGenerator.__anext__ is _joined_anext and Connection.FRAME_BUFFER_SIZE >= QUEUE_FRAMES
 
 
 def install() -> bool:
@@ -93,4 +105,5 @@ def install() -> bool:
     if not version.startswith(CHECKED):
         return False
     FrameGenerator.__anext__ = _joined_anext  # type: ignore[method-assign]
+    Connection.FRAME_BUFFER_SIZE = max(Connection.FRAME_BUFFER_SIZE, QUEUE_FRAMES)
     return True

@@ -32,6 +32,7 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     original = frames.FrameGenerator.__anext__
     yield sizes
     frames.FrameGenerator.__anext__ = original  # type: ignore[method-assign]
+    frames.Connection.FRAME_BUFFER_SIZE = frames.ORIGINAL_QUEUE_FRAMES
 
 
 async def publish_and_consume(queue_name: str) -> list[bytes]:
@@ -76,3 +77,32 @@ async def test_joined_writes_deliver_every_publish_once_in_order(run_id: str, wr
     # One channel sends one publish at a time (aiormq holds its lock until the write drained), so what joins
     # here is acks with publishes and acks with acks.
     assert len(writes) < 2 * COUNT, f"{len(writes)} socket writes for {2 * COUNT} queued frames"
+
+
+async def test_publishes_handed_over_without_waiting_go_out_in_a_few_writes(run_id: str, writes: list[int]) -> None:
+    """The relay's way of publishing (``wait=False``: the sender waits for its confirm, not for the write): with
+    aiormq's queue of 10 frames each sender waited for room while holding the channel's lock, one write per
+    publish; with the larger queue the whole batch is joined into a few writes, and every publish is confirmed
+    and delivered once."""
+    assert frames.install()
+    connection = await aio_pika.connect(URL)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        queue = await channel.declare_queue(f"{run_id}.nowait", exclusive=True)
+        raw = await channel.get_underlay_channel()
+        before = len(writes)
+        await asyncio.gather(
+            *(
+                raw.basic_publish(f"m{n}".encode(), routing_key=queue.name, wait=False)  # type: ignore[call-arg]
+                for n in range(COUNT)
+            )
+        )
+        assert len(writes) - before < COUNT / 10, f"{len(writes) - before} socket writes for {COUNT} publishes"
+        received: list[bytes] = []
+        async with queue.iterator(timeout=10) as messages:
+            async for message in messages:
+                received.append(message.body)
+                await message.ack()
+                if len(received) == COUNT:
+                    break
+    assert sorted(received) == sorted(f"m{n}".encode() for n in range(COUNT))
