@@ -1,20 +1,26 @@
-"""The replicas, webhook and reference scenarios of `make bench`: guarantees arithmetic, rows, signed deliveries."""
+"""The replicas, webhook, rate-80 and baseline scenarios of `make bench`: guarantees, rows, plans, deliveries."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from starlette.datastructures import Headers
 
 from s2s_daemon.http.webhooks import build_verifier
 from s2s_daemon.settings import WebhookSourceSettings
+from tests.harness.bench.baseline import BASELINE_REV, export_package
 from tests.harness.bench.cli import build_parser, plan_from
+from tests.harness.bench.figures import share_of_max
 from tests.harness.bench.runner import EXAMPLE_CONFIG, FULL, QUICK, WEBHOOK_SOURCE, guarantees
+from tests.harness.bench.spec import WebhookSpec
 from tests.harness.bench.summary import target_rows
-from tests.harness.bench.webhook_load import WebhookLoad, WebhookSpec
+from tests.harness.bench.webhook_load import WebhookLoad
 
 
 def _stream(tput: float, succeeded: int = 100, missing: int = 0) -> dict[str, Any]:
@@ -154,3 +160,64 @@ def test_tracing_row_prints_the_ratios_to_the_untraced_run() -> None:
     assert "12,345 spans" in row.notes
     assert "daemon CPU per command 2.00 / 3.00 / 2.20 ms (1.50x and 1.10x)" in row.notes
     assert "tracing" in QUICK.scenarios
+
+
+def test_rate_80_offers_four_fifths_of_this_runs_max() -> None:
+    """rate-80 offers 0.8x the max scenario's commands/s; without a one-daemon max, the plan's rate, flagged."""
+    results: dict[str, Any] = {"scenarios": {"max": {"streams": [_stream(412.5)], "replicas": 1}}}
+    assert share_of_max(results, 0.8, 500.0) == (330.0, "max", 412.5)
+    results["scenarios"]["max"]["replicas"] = 3
+    assert share_of_max(results, 0.8, 500.0) == (500.0, "plan", None)
+    assert share_of_max({"scenarios": {}}, 0.8, 500.0) == (500.0, "plan", None)
+    assert share_of_max({"scenarios": {"max": {"streams": [_stream(0.0)]}}}, 0.8, 50.0) == (50.0, "plan", None)
+
+
+def test_baseline_scenario_runs_by_default_and_takes_a_revision() -> None:
+    """The baseline (today's daemon) is in both plans, can be picked alone, and --baseline-rev changes it."""
+    assert "baseline" in FULL.scenarios
+    assert QUICK.baseline_rev == BASELINE_REV == "56fe34b"
+    picked = plan_from(
+        build_parser().parse_args(["--quick", "--scenarios", "baseline,max", "--baseline-rev", "abc1234"])
+    )
+    assert picked.scenarios == ("baseline", "max")
+    assert picked.baseline_rev == "abc1234"
+
+
+def test_export_puts_the_revisions_package_ahead_of_the_installed_one(tmp_path: Path) -> None:
+    """The exported package holds the revision's files and is what ``python -P`` imports from PYTHONPATH."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    tree = export_package(head, tmp_path / "src")
+    expected = subprocess.run(["git", "show", f"{head}:s2s_daemon/__init__.py"], capture_output=True, check=True)
+    assert (tree / "s2s_daemon" / "__init__.py").read_bytes() == expected.stdout
+    with pytest.raises(RuntimeError, match="git archive no-such-rev"):
+        export_package("no-such-rev", tmp_path / "other")
+
+
+def test_webhook_rate_mode_sends_without_waiting_for_answers() -> None:
+    """At a fixed rate every delivery goes out while the earlier ones are still unanswered (open loop), even
+    with one connection; in flight mode the same fake daemon would never let the second one start."""
+    load = WebhookLoad(WebhookSpec("http://127.0.0.1:1/x", "whsec_eA==", 1, 5, rate=10_000.0))
+    started: list[int] = []
+    all_sent = asyncio.Event()
+
+    async def answer_once_all_sent(session: Any, measured: bool) -> None:
+        started.append(1)
+        if len(started) == 5:
+            all_sent.set()
+        await all_sent.wait()
+
+    load._one = answer_once_all_sent  # type: ignore[method-assign]
+
+    async def drive() -> None:
+        async with asyncio.timeout(10):
+            await load._drive(None, 5, 0.0, True, rate=10_000.0)  # type: ignore[arg-type]
+
+    asyncio.run(drive())
+    assert len(started) == 5
+    assert load.sent == 5
+
+
+def test_webhook_spec_with_a_rate_round_trips_through_json() -> None:
+    """The rate mode's offered deliveries/s travels with the spec."""
+    spec = WebhookSpec("http://x/api/webhooks/acme", "whsec_eA==", 32, 1000, rate=500.0)
+    assert WebhookSpec.from_json(spec.to_json()).rate == 500.0

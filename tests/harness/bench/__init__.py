@@ -2,7 +2,9 @@
 
 The references are a bare FastStream app and a hand-written aio-pika pipeline. Starts its own nx-27017, demo
 downstreams, daemons and both reference apps as separate processes, drives load from
-another process, prints one row per issue-8 target and saves the results as JSON under ``.bench/``.
+another process, prints one row per issue-13 target (beside the references and "today's" daemon, the code when
+the issue was filed, run in the same invocation), then one per original issue-8 target, and saves the results as
+JSON under ``.bench/``.
 """
 
 from tests.harness.bench.cli import main

@@ -1,4 +1,4 @@
-"""``python -m tests.harness.bench [--quick] [--replicas N] [--soak SECONDS] [--profile SECONDS]`` (``make bench``)."""
+"""``python -m tests.harness.bench [--quick] [--scenarios A,B] [--soak SECONDS] ...`` (``make bench``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from tests.harness.bench.baseline import BASELINE_REV
 from tests.harness.bench.report import save_json
 from tests.harness.bench.runner import FULL, QUICK, SCENARIOS, Bench, Plan
 from tests.harness.bench.summary import reference_ratios, render
@@ -39,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=lambda text: tuple(part for part in text.split(",") if part),
         help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)",
     )
+    parser.add_argument(
+        "--baseline-rev",
+        metavar="REV",
+        help=f'git revision of "today\'s" daemon in the baseline scenario (default {BASELINE_REV})',
+    )
     parser.add_argument("--dir", type=Path, default=Path(".bench"), help="results, logs and the Mongo files")
     parser.add_argument("--keep-files", action="store_true", help="keep the Mongo-wire data files")
     return parser
@@ -62,6 +68,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
         "scenarios": args.scenarios,
         "replicas": args.replicas,
         "webhook_concurrency": args.webhook_concurrency,
+        "baseline_rev": args.baseline_rev,
     }
     return dataclasses.replace(plan, **{k: v for k, v in overrides.items() if v is not None})
 

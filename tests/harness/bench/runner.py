@@ -11,7 +11,9 @@ Order (each scenario drives load from a separate ``bench.load`` process):
                   ``max`` already ran on several replicas).
 3. ``reference``  the same load on the bare FastStream reference.
    ``handwritten`` the same load on the hand-written aio-pika pipeline (SET NX, HTTP, insert_one, confirmed reply).
-4. ``rate``       service-a commands offered at ``rate``/s: latency and outbox lag (from /metrics).
+4. ``rate-80``    service-a commands offered at 80% of the ``max`` scenario's commands/s of this run (at ``rate``
+                  when max did not run on one daemon): the outbox lag (from /metrics) below saturation.
+   ``rate``       service-a commands offered at ``rate``/s: latency and outbox lag (from /metrics).
    ``rate-low``   the same at ``low_rate``/s, well below saturation: the latency floor.
 5. ``soak``       optional: ``soak_seconds`` at a rate the daemon sustains (``rate``, at most 80% of the
                   measured max), sampling the daemon's RSS every 5 s.
@@ -19,8 +21,13 @@ Order (each scenario drives load from a separate ``bench.load`` process):
 7. ``iso-healthy`` service-a at max while service-b commands arrive at ``iso_b_rate``/s, both healthy.
    ``webhook``    signed Standard Webhooks deliveries (source ``acme``) POSTed ``webhook_concurrency`` at a
                   time to the daemon's sidecar by ``bench.webhook_load``: requests/s, latency, every answer 2xx.
-8. ``iso-dead``   the same on a second daemon whose service-b points at a dead port.
-9. ``tracing``    the max load on three fresh daemons of their own namespace, one after the other: no OTEL_*
+   ``webhook-500`` the same deliveries offered at ``webhook_rate``/s (open loop): latency below saturation.
+8. ``baseline``   "today's" daemon: the package at git ``baseline_rev`` (the code when issue 13 was filed), exported
+                  and started alone in a namespace of its own (``baseline``), under the ``max`` load
+                  (``baseline-max``) and the webhook max load (``baseline-webhook``): CPU per command and webhook
+                  rate side by side with ours. A failure is recorded and the run goes on.
+9. ``iso-dead``   the same on a second daemon whose service-b points at a dead port.
+10. ``tracing``    the max load on three fresh daemons of their own namespace, one after the other: no OTEL_*
                   variable (``tracing-off``), then exporting every trace (``tracing-100``,
                   ``parentbased_always_on``) and one in ten (``tracing-10``, ``parentbased_traceidratio`` 0.1)
                   over OTLP/HTTP to a local receiver process (``tests.otlp``); the throughput ratios to the
@@ -46,6 +53,8 @@ import yaml
 from s2s_daemon.cli import EXAMPLE_CONFIG
 from s2s_daemon.local import EmbeddedMongo, free_port
 from tests.harness.bench import profile as pyspy
+from tests.harness.bench.baseline import BASELINE_REV, baseline_argv, export_package
+from tests.harness.bench.figures import share_of_max
 from tests.harness.bench.harness import (
     RABBITMQ_URL,
     REDIS_URL,
@@ -58,6 +67,7 @@ from tests.harness.bench.harness import (
     start_mongo,
     wait_http_ok,
 )
+from tests.harness.bench.issue_targets import LAG_SHARE
 from tests.harness.bench.procstat import find_pids_by_name
 from tests.harness.bench.report import bucket_delta, counter_total, histogram_quantile, parse_histogram
 from tests.harness.bench.spec import LoadSpec, StreamSpec, WebhookSpec
@@ -68,7 +78,7 @@ ROUTE_A = "service-a.create-resource"
 ROUTE_B = "service-b.get-resource"
 LAG_METRIC = "s2s_outbox_publish_lag_seconds"
 WEBHOOK_SOURCE = "acme"
-SCENARIOS = ("max", "replicas", "reference", "handwritten", "rate", "iso", "webhook", "tracing")
+SCENARIOS = ("max", "replicas", "reference", "handwritten", "rate", "iso", "webhook", "baseline", "tracing")
 # the traced runs: name -> the OTEL_* variables of the daemon (besides exporter and endpoint when traced)
 TRACING_RUNS: tuple[tuple[str, dict[str, str] | None], ...] = (
     ("tracing-off", None),
@@ -102,12 +112,17 @@ class Plan:
     webhook_seconds: float = 3.0
     webhook_concurrency: int = 32
     webhook_warmup: int = 200
+    rate80_seconds: float = 20.0  # the rate-80 run (80% of max, for the outbox lag)
+    webhook_rate: float = 500.0  # the webhook-500 run: offered deliveries/s ...
+    webhook_rate_seconds: float = 20.0  # ... for this long
+    baseline_rev: str = BASELINE_REV  # "today's" daemon of the baseline scenario
 
 
 # --quick is bounded by time (the daemon's speed changes as issues land), the full run by command counts
 QUICK = Plan("quick", count=100_000, seconds=3.5, warmup=50, inflight=200, rate=500, rate_seconds=1.5,
              low_rate=50, low_seconds=2, iso_count=100_000, iso_seconds=2.5, iso_b_rate=50, reply_timeout=10,
-             webhook_count=100_000, webhook_seconds=2.5, webhook_warmup=100)  # fmt: skip
+             webhook_count=100_000, webhook_seconds=2.5, webhook_warmup=100, rate80_seconds=2.0,
+             webhook_rate_seconds=1.5)  # fmt: skip
 FULL = Plan("full", count=20_000, seconds=0, warmup=1000, inflight=200, rate=500, rate_seconds=20,
             low_rate=50, low_seconds=20, iso_count=5000, iso_seconds=0, iso_b_rate=100, reply_timeout=120,
             webhook_count=20_000, webhook_seconds=0, webhook_warmup=1000)  # fmt: skip
@@ -131,6 +146,7 @@ class Bench:
         # the hand-written pipeline's: AMQP names, Redis key prefix and Mongo database all from its own prefix
         self.ns_hand = DaemonNamespace(self.run_id + "-hand", ("service-a",))
         self.ns_trace = DaemonNamespace(self.run_id + "-trace")
+        self.ns_base = DaemonNamespace(self.run_id + "-base")
         self.mongo: EmbeddedMongo | None = None
         self.procs: list[BenchProcess] = []
         self.results: dict[str, Any] = {
@@ -191,6 +207,12 @@ class Bench:
             )
             handwritten.stop()
         if "rate" in wanted:
+            rate80, source, measured = share_of_max(self.results, LAG_SHARE, p.rate)
+            self.results["rate80"] = {"rate": rate80, "source": source, "max_per_s": measured}
+            if source == "plan":
+                self.log(f"bench: rate-80: no max of one daemon in this run; offering the plan's {p.rate:g}/s instead")
+            s80 = StreamSpec(ROUTE_A, "rate", rate80, max(1, int(rate80 * p.rate80_seconds)))
+            scenarios["rate-80"] = self._load("rate-80", self.ns.commands_exchange, [s80], warmup=0, **on_daemon)
             scenarios["rate"] = self._load("rate", self.ns.commands_exchange, [a_rate], warmup=0, **on_daemon)
             low = StreamSpec(ROUTE_A, "rate", p.low_rate, int(p.low_rate * p.low_seconds))
             scenarios["rate-low"] = self._load("rate-low", self.ns.commands_exchange, [low], warmup=0, **on_daemon)
@@ -209,10 +231,13 @@ class Bench:
                 "iso-healthy", self.ns.commands_exchange, mixed, warmup=p.warmup, **on_daemon
             )
         if "webhook" in wanted:
-            scenarios["webhook"] = self._webhooks(daemon, sidecar)
+            scenarios["webhook"] = self._webhooks("webhook", daemon, sidecar)
+            scenarios["webhook-500"] = self._webhooks("webhook-500", daemon, sidecar, rate=p.webhook_rate, lag=False)
         # one daemon at a time: the second must not share the two cores with an idle-but-alive first
         daemon.stop()
         self.results["daemon_final"] = asdict(daemon.last_sample) if daemon.last_sample else None
+        if "baseline" in wanted:
+            self.results["baseline"] = self._baseline_runs(a_max)
         if "iso" in wanted:
             dead, dead_sidecar = self._start_daemon("daemon-iso", self.ns_iso, dead_b=True)
             scenarios["iso-dead"] = self._load(
@@ -264,6 +289,33 @@ class Bench:
         )
         return out
 
+    def _baseline_runs(self, stream: StreamSpec) -> dict[str, Any]:
+        """Today's daemon (the package at ``baseline_rev``) alone on the machine: the max load, then the webhook
+        max load. Whatever fails is recorded (the summary then falls back to the issue's recorded figures) and
+        the run goes on; the export is removed afterwards."""
+        rev = self.plan.baseline_rev
+        out: dict[str, Any] = {"rev": rev}
+        scenarios = self.results["scenarios"]
+        tree = self.dir / "baseline-src"
+        try:
+            export_package(rev, tree)
+            daemon, sidecar = self._start_daemon("baseline", self.ns_base, dead_b=False, package=tree)
+            scenarios["baseline-max"] = self._max_run(
+                "baseline-max", stream, [daemon], sidecar, exchange=self.ns_base.commands_exchange
+            )
+            scenarios["baseline-webhook"] = self._webhooks(
+                "baseline-webhook", daemon, sidecar, example=_example_of(tree), lag=False
+            )
+        except Exception as exc:
+            out["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            self.log(f"bench: baseline {rev} failed: {type(exc).__name__}: {exc}")
+        finally:
+            for proc in self.procs:
+                if proc.name == "baseline":
+                    proc.stop()
+            shutil.rmtree(tree, ignore_errors=True)
+        return out
+
     # processes -------------------------------------------------------------------------------------
     def _spawn(
         self, name: str, argv: list[str], env: dict[str, str] | None = None, ports: tuple[int, ...] = ()
@@ -286,14 +338,21 @@ class Bench:
         self.log(f"bench: demo downstreams on :{self.port_a} and :{self.port_b}")
 
     def _start_daemon(
-        self, name: str, ns: DaemonNamespace, *, dead_b: bool, extra_env: dict[str, str] | None = None
+        self,
+        name: str,
+        ns: DaemonNamespace,
+        *,
+        dead_b: bool,
+        extra_env: dict[str, str] | None = None,
+        package: Path | None = None,
     ) -> tuple[BenchProcess, str]:
+        """A daemon of ours, or with ``package`` the exported one found there (its own example config)."""
         assert self.mongo is not None
         http_port = free_port()
         # a port nobody listens on: connection refused at once
         port_b = free_port() if dead_b else self.port_b
         config = daemon_config(
-            EXAMPLE_CONFIG,
+            EXAMPLE_CONFIG if package is None else _example_of(package),
             ns,
             http_port,
             {"service-a": f"http://127.0.0.1:{self.port_a}", "service-b": f"http://127.0.0.1:{port_b}"},
@@ -307,7 +366,11 @@ class Bench:
             "LOG_LEVEL": "WARNING",
             **(extra_env or {}),
         }
-        proc = self._spawn(name, python_module("s2s_daemon", "run", "--config", str(config_path)), env)
+        argv = python_module("s2s_daemon", "run", "--config", str(config_path))
+        if package is not None:
+            argv = baseline_argv(config_path)
+            env["PYTHONPATH"] = str(package)
+        proc = self._spawn(name, argv, env)
         sidecar = f"http://127.0.0.1:{http_port}"
         ready = wait_http_ok(f"{sidecar}/readyz", 30, proc)
         self.results["startup"][f"{name}_ready_s"] = round(ready, 3)
@@ -359,7 +422,9 @@ class Bench:
         return data
 
     # scenarios -------------------------------------------------------------------------------------
-    def _max_run(self, name: str, stream: StreamSpec, serving: list[BenchProcess], sidecar: str) -> dict[str, Any]:
+    def _max_run(
+        self, name: str, stream: StreamSpec, serving: list[BenchProcess], sidecar: str, exchange: str | None = None
+    ) -> dict[str, Any]:
         """Max throughput on one or more daemons, with the guarantees checked at the demo service-a.
 
         The demo forgets everything first, so its counters after the run cover exactly this run's commands
@@ -368,7 +433,7 @@ class Bench:
         self._demo_a("/_reset", post=True)
         result = self._load(
             name,
-            self.ns.commands_exchange,
+            exchange or self.ns.commands_exchange,
             [stream],
             warmup=self.plan.warmup,
             serving=serving,
@@ -384,30 +449,41 @@ class Bench:
         )
         return result
 
-    def _webhooks(self, daemon: BenchProcess, sidecar: str) -> dict[str, Any]:
-        """Signed deliveries to ``POST /api/webhooks/acme`` from a separate process; outbox lag from /metrics."""
+    def _webhooks(
+        self,
+        name: str,
+        daemon: BenchProcess,
+        sidecar: str,
+        *,
+        rate: float = 0.0,
+        example: Path = EXAMPLE_CONFIG,
+        lag: bool = True,
+    ) -> dict[str, Any]:
+        """Signed deliveries to ``POST /api/webhooks/acme`` from a separate process, ``webhook_concurrency`` in
+        flight or (``rate`` > 0) offered at ``rate``/s; outbox lag from /metrics once the relay has published
+        them (``lag=False``, when the daemon stops next: neither the wait nor the lag figures)."""
         p = self.plan
-        example = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
-        secret = example["webhooks"][WEBHOOK_SOURCE]["secrets"][0]
+        config = yaml.safe_load(example.read_text(encoding="utf-8"))
+        secret = config["webhooks"][WEBHOOK_SOURCE]["secrets"][0]
         spec = WebhookSpec(
             f"{sidecar}/api/webhooks/{WEBHOOK_SOURCE}",
             secret,
             concurrency=p.webhook_concurrency,
-            count=p.webhook_count,
-            seconds=p.webhook_seconds,
+            count=max(1, int(rate * p.webhook_rate_seconds)) if rate > 0 else p.webhook_count,
+            seconds=0.0 if rate > 0 else p.webhook_seconds,
             warmup=p.webhook_warmup,
             watch=self._watch(),
+            rate=rate,
         )
-        before = _scrape(sidecar)
-        self.log("bench: scenario webhook ...")
-        result = self._run_loadgen(
-            "webhook", python_module("tests.harness.bench.webhook_load", spec.to_json()), [daemon]
-        )
-        after = _scrape_settled(sidecar, before, p.webhook_warmup + result["accepted_202"])
-        result["outbox"] = _metrics_stats(before, after)
+        before = _scrape(sidecar) if lag else ""
+        self.log(f"bench: scenario {name} ...")
+        result = self._run_loadgen(name, python_module("tests.harness.bench.webhook_load", spec.to_json()), [daemon])
+        if lag:
+            after = _scrape_settled(sidecar, before, p.webhook_warmup + result["accepted_202"])
+            result["outbox"] = _metrics_stats(before, after)
         lat = result["latency"]
         self.log(
-            f"bench:   webhook: {result['throughput_per_s'] or 0:,.0f}/s, p50 {_ms(lat['p50_ms'])}, "
+            f"bench:   {name}: {result['throughput_per_s'] or 0:,.0f}/s, p50 {_ms(lat['p50_ms'])}, "
             f"p99 {_ms(lat['p99_ms'])}, {result['ok_2xx']}/{result['requests']} 2xx, statuses {result['statuses']}"
         )
         return result
@@ -419,11 +495,13 @@ class Bench:
         proc = self._spawn(f"load-{name}", argv)
         if on_started is not None:
             on_started(proc)
-        while proc.alive():
-            for p in serving:
-                p.check_alive()
-            time.sleep(0.1)
-        code = proc.stop()
+        try:
+            while proc.alive():
+                for p in serving:
+                    p.check_alive()
+                time.sleep(0.1)
+        finally:
+            code = proc.stop()
         if code != 0:
             raise RuntimeError(f"load generator for {name} exited with {code}:\n{proc.tail()}")
         log = self.dir / f"load-{name}.log"
@@ -528,7 +606,7 @@ class Bench:
         try:
             cleanup["deleted"] = asyncio.run(
                 delete_namespaces(
-                    [self.ns, self.ns_iso, self.ns_hand, self.ns_trace],
+                    [self.ns, self.ns_iso, self.ns_hand, self.ns_trace, self.ns_base],
                     extra_queues=[self.ref_queue],
                     extra_exchanges=[self.ref_exchange],
                 )
@@ -538,6 +616,11 @@ class Bench:
         if not self.keep_files:
             shutil.rmtree(self.dir / "mongo", ignore_errors=True)
         return cleanup
+
+
+def _example_of(package: Path) -> Path:
+    """The example config inside an exported package (the keys that code understands)."""
+    return package / "s2s_daemon" / "config" / "example.yaml"
 
 
 # /metrics --------------------------------------------------------------------------------------------

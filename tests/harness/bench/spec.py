@@ -56,13 +56,14 @@ def body_for(routing_key: str, i: int) -> dict[str, Any]:
 class WebhookSpec:
     url: str  # http://127.0.0.1:<port>/api/webhooks/<source>
     secret: str  # whsec_<base64>, the source's Standard Webhooks secret
-    concurrency: int
+    concurrency: int  # deliveries in flight; with ``rate`` the connection limit (a wait for one counts as latency)
     count: int  # deliveries to send (upper bound when ``seconds`` > 0)
     seconds: float = 0.0  # > 0: stop sending after this long
     warmup: int = 0  # deliveries sent and awaited first, not measured
     event_type: str = "bench.ping"
     timeout: float = 30.0
     watch: dict[str, int] = field(default_factory=dict)
+    rate: float = 0.0  # > 0: offer this many deliveries per second (open loop) instead of keeping them in flight
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

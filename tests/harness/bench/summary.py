@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.harness.bench.figures import cpu_ms_per_command, rss_growth, stream, verdict
+from tests.harness.bench.issue_targets import issue_rows, issue_table
 from tests.harness.bench.report import TargetRow, fmt_num, fmt_ratio, format_table, targets_table
 
 E2E_TARGET = 1300.0
@@ -18,32 +20,11 @@ READY_TARGET_S = 2.0
 WEBHOOK_TARGET = 1500.0
 WEBHOOK_P99_TARGET_MS = 20.0
 
-SCENARIO_ORDER = ("max", "replicas", "reference", "handwritten", "rate", "rate-low", "soak", "iso-healthy", "webhook",
-                  "iso-dead", "tracing-off", "tracing-100", "tracing-10")  # fmt: skip
-PROCESS_ORDER = ("daemon", "daemon-r2", "daemon-iso", "reference", "handwritten", "loadgen", "demo", "nx-27017",
-                 "rabbitmq", "redis")  # fmt: skip
-
-
-def stream(results: dict[str, Any], scenario: str, index: int = 0) -> dict[str, Any] | None:
-    got = results.get("scenarios", {}).get(scenario)
-    if not got or len(got.get("streams", [])) <= index:
-        return None
-    value: dict[str, Any] = got["streams"][index]
-    return value
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
-
-
-def rss_growth(series: list[list[float]] | list[tuple[float, float]], skip_fraction: float = 0.1) -> float | None:
-    """Relative RSS growth from the first sample after the warm-up share of the soak to the last one."""
-    if len(series) < 2:
-        return None
-    end_t = series[-1][0]
-    warm = [point for point in series if point[0] >= end_t * skip_fraction]
-    base, last = (warm[0][1], warm[-1][1]) if len(warm) >= 2 else (series[0][1], series[-1][1])
-    return (last - base) / base if base else None
+SCENARIO_ORDER = ("max", "replicas", "reference", "handwritten", "rate-80", "rate", "rate-low", "soak", "iso-healthy",
+                  "webhook", "webhook-500", "baseline-max", "baseline-webhook", "iso-dead", "tracing-off",
+                  "tracing-100", "tracing-10")  # fmt: skip
+PROCESS_ORDER = ("daemon", "daemon-r2", "daemon-iso", "baseline", "reference", "handwritten", "loadgen", "demo",
+                 "nx-27017", "rabbitmq", "redis")  # fmt: skip
 
 
 # the scenarios our max throughput is compared with, and how the summary names them
@@ -309,19 +290,6 @@ def scenarios_table(results: dict[str, Any]) -> str:
     return format_table(headers, rows)
 
 
-def cpu_ms_per_command(scenario: dict[str, Any]) -> float | None:
-    """CPU milliseconds per completed command (or webhook), summed over every process the bench measured
-    (the daemon, the reference under test, the load generator, the demo downstreams, nx-27017): the measure
-    that the shared machine's noise moves least, since time spent waiting for a core is not counted."""
-    procs = scenario.get("processes", {})
-    total_pct = sum(s["cpu_pct_of_core"] for p, s in procs.items() if p != "machine")
-    streams = scenario.get("streams", [scenario])  # the webhook scenario is one stream of its own
-    rate = sum(s.get("throughput_per_s") or 0.0 for s in streams)
-    if not procs or rate <= 0:
-        return None
-    return float(total_pct * 10 / rate)
-
-
 def cpu_table(results: dict[str, Any]) -> str:
     """% of one core per process and scenario (the box has two cores: 200% is all of it), and RSS."""
     scenarios = [n for n in SCENARIO_ORDER if n in results.get("scenarios", {})]
@@ -383,6 +351,12 @@ def render(results: dict[str, Any]) -> str:
     parts = [
         f"s2s-daemon bench ({results.get('plan', {}).get('mode')}), run {results.get('run_id')}, "
         f"{results.get('started_at')}, git {results.get('git', '?')}",
+        "",
+        "Issue targets (issue 13; relative targets measured side by side in this run):",
+        "",
+        issue_table(issue_rows(results)),
+        "",
+        "Original targets (issue 8):",
         "",
         targets_table(target_rows(results)),
         "",

@@ -2,10 +2,12 @@
 
 POSTs Standard Webhooks v1 deliveries, signed by the third-party ``standardwebhooks`` library (not by our
 own verifier's code), to ``POST /api/webhooks/<source>`` with a unique ``webhook-id`` each, ``concurrency``
-requests in flight over one aiohttp session. Measures requests/s and latency (from just before the request
-is sent to the end of the response body) and counts the answers by status: every answer must be 2xx (202 for
-a new delivery; 200 would mean the daemon took a fresh id for a replay). Signing happens before the clock
-starts for each request, so the generator's own HMAC cost is not in the latency. Prints one JSON object.
+requests in flight over one aiohttp session, or (``rate`` > 0) offered at a fixed rate whatever the answers
+take, like the command load generator's rate mode (open loop: a slow daemon does not slow the offer).
+Measures requests/s and latency (from just before the request is sent to the end of the response body) and
+counts the answers by status: every answer must be 2xx (202 for a new delivery; 200 would mean the daemon took
+a fresh id for a replay). Signing happens before the clock starts for each request, so the generator's own
+HMAC cost is not in the latency. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class WebhookLoad:
         self.errors: Counter[str] = Counter()
         self.latencies: list[float] = []
         self.duplicates = 0
+        self.sent = 0  # measured deliveries started
+        self.send_seconds = 0.0  # from the first measured delivery to the start of the last
+        self.max_send_lag = 0.0  # rate mode: how far behind its due time a delivery was started, at worst
 
     def _delivery(self) -> tuple[bytes, dict[str, str]]:
         n = next(self._ids)
@@ -72,19 +77,33 @@ class WebhookLoad:
         if status == 200 and b'"duplicate":true' in answer.replace(b" ", b""):
             self.duplicates += 1
 
-    async def _drive(self, session: aiohttp.ClientSession, count: int, seconds: float, measured: bool) -> float:
+    async def _drive(
+        self, session: aiohttp.ClientSession, count: int, seconds: float, measured: bool, rate: float = 0.0
+    ) -> float:
+        """Send ``count`` deliveries (fewer once ``seconds`` have passed), ``concurrency`` in flight or, with
+        ``rate`` > 0, each at its due time; returns the seconds until the last answer."""
         slots = asyncio.Semaphore(self.spec.concurrency)
         tasks: set[asyncio.Task[None]] = set()
         started = time.perf_counter()
         stop_at = started + seconds if seconds > 0 else None
-        for _ in range(count):
+        for i in range(count):
             if stop_at is not None and time.perf_counter() >= stop_at:
                 break
-            await slots.acquire()
-            task = asyncio.create_task(self._one(session, measured))
+            if rate > 0:
+                lag = time.perf_counter() - (started + i / rate)
+                if lag < 0:
+                    await asyncio.sleep(-lag)
+                else:
+                    self.max_send_lag = max(self.max_send_lag, lag)
+                task = asyncio.create_task(self._one(session, measured))
+            else:
+                await slots.acquire()
+                task = asyncio.create_task(self._one(session, measured))
+                task.add_done_callback(lambda _: slots.release())
             tasks.add(task)
             task.add_done_callback(tasks.discard)
-            task.add_done_callback(lambda _: slots.release())
+            self.sent += 1 if measured else 0
+        self.send_seconds = time.perf_counter() - started
         while tasks:
             await asyncio.gather(*list(tasks))
         return time.perf_counter() - started
@@ -96,13 +115,15 @@ class WebhookLoad:
             if self.spec.warmup:
                 await self._drive(session, self.spec.warmup, 0.0, measured=False)
             before = sample_watched(self.spec.watch)
-            elapsed = await self._drive(session, self.spec.count, self.spec.seconds, measured=True)
+            elapsed = await self._drive(session, self.spec.count, self.spec.seconds, True, self.spec.rate)
             after = sample_watched(self.spec.watch)
         answered = sum(self.statuses.values())
         ok = sum(n for status, n in self.statuses.items() if 200 <= status < 300)
         return {
             "url": self.spec.url,
             "concurrency": self.spec.concurrency,
+            "mode": "rate" if self.spec.rate > 0 else "inflight",
+            "rate": self.spec.rate,
             "requests": answered + sum(self.errors.values()),
             "answered": answered,
             "ok_2xx": ok,
@@ -113,6 +134,8 @@ class WebhookLoad:
             "errors": dict(self.errors),
             "elapsed_s": elapsed,
             "throughput_per_s": answered / elapsed if elapsed > 0 else None,
+            "offered_per_s": self.sent / self.send_seconds if self.send_seconds > 0 else None,
+            "max_send_lag_ms": self.max_send_lag * 1000,
             "latency": latency_summary(self.latencies),
             "processes": process_deltas(before, after, elapsed),
         }
