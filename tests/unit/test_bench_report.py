@@ -446,6 +446,18 @@ def test_latency_target_at_fifty_per_second() -> None:
     assert latency_row({"scenarios": {"rate-low": _latency(7.9, 16.0)}}).verdict == "MISSED: p50, p99"
 
 
+def test_latency_row_gives_the_references_floor_at_the_same_rate() -> None:
+    """The references' own latency at 50/s, when they ran, is printed beside ours (the floor of the machine)."""
+    scenarios = {"rate-low": _latency(7.9, 12.0), "reference-low": _latency(3.1, 6.0)}
+    row = latency_row({"scenarios": scenarios})
+    assert "bare FastStream at the same rate: p50 3.1 ms, p99 6.0 ms" in row.notes
+    assert "hand-written" not in row.notes
+    scenarios["handwritten-low"] = _latency(6.2, 9.5)
+    assert (
+        "hand-written pipeline at the same rate: p50 6.2 ms, p99 9.5 ms" in latency_row({"scenarios": scenarios}).notes
+    )
+
+
 def test_lag_target_reads_the_rate_80_run_and_says_when_it_was_not_at_80_percent() -> None:
     """The outbox lag p99 of rate-80 against 50 ms; an offer from the plan (no max) is flagged."""
     scenario = _latency(3.0, 9.0) | {"outbox": {"lag_p99_ms": 42.0, "lag_p50_ms": 9.0, "lag_observations": 800}}

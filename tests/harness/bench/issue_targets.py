@@ -190,6 +190,14 @@ def latency_row(results: dict[str, Any]) -> IssueRow:
         f"scenario rate-low: offered {fmt_num(low['offered_per_s'])}/s, completed "
         f"{fmt_num(low['throughput_per_s'])}/s, {low['failed']} failed, {low['missing']} missing"
     )
+    for scenario, label in (("reference-low", "bare FastStream"), ("handwritten-low", "hand-written pipeline")):
+        ref = stream(results, scenario)
+        if ref is not None:
+            ref_lat = ref["latency"]
+            notes += (
+                f"; {label} at the same rate: p50 {fmt_num(ref_lat['p50_ms'], 1)} ms, "
+                f"p99 {fmt_num(ref_lat['p99_ms'], 1)} ms"
+            )
     planned = results.get("plan", {}).get("low_rate")
     if planned is not None and planned != LOW_RATE:
         notes += f"; planned at {fmt_num(planned)}/s, not {LOW_RATE:g}/s"

@@ -195,16 +195,25 @@ class Bench:
             scenarios["replicas"] = self._max_run("replicas", a_max, [daemon, *extra], sidecar)
             for proc in extra:
                 proc.stop()
+        low = StreamSpec(ROUTE_A, "rate", p.low_rate, int(p.low_rate * p.low_seconds))
         if reference is not None:
             scenarios["reference"] = self._load(
                 "reference", self.ref_exchange, [a_max], warmup=p.warmup, serving=[reference]
             )
+            if "rate" in wanted:  # the references' latency floor, beside ours
+                scenarios["reference-low"] = self._load(
+                    "reference-low", self.ref_exchange, [low], warmup=0, serving=[reference]
+                )
             # stopped so it does not sit on the cores the next scenarios measure
             reference.stop()
         if handwritten is not None:
             scenarios["handwritten"] = self._load(
                 "handwritten", self.ns_hand.commands_exchange, [a_max], warmup=p.warmup, serving=[handwritten]
             )
+            if "rate" in wanted:
+                scenarios["handwritten-low"] = self._load(
+                    "handwritten-low", self.ns_hand.commands_exchange, [low], warmup=0, serving=[handwritten]
+                )
             handwritten.stop()
         if "rate" in wanted:
             rate80, source, measured = share_of_max(self.results, LAG_SHARE, p.rate)
@@ -214,7 +223,6 @@ class Bench:
             s80 = StreamSpec(ROUTE_A, "rate", rate80, max(1, int(rate80 * p.rate80_seconds)))
             scenarios["rate-80"] = self._load("rate-80", self.ns.commands_exchange, [s80], warmup=0, **on_daemon)
             scenarios["rate"] = self._load("rate", self.ns.commands_exchange, [a_rate], warmup=0, **on_daemon)
-            low = StreamSpec(ROUTE_A, "rate", p.low_rate, int(p.low_rate * p.low_seconds))
             scenarios["rate-low"] = self._load("rate-low", self.ns.commands_exchange, [low], warmup=0, **on_daemon)
         if p.soak_seconds > 0:
             measured = (scenarios.get("max", {}).get("streams") or [{}])[0].get("throughput_per_s")

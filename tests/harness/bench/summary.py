@@ -20,7 +20,8 @@ READY_TARGET_S = 2.0
 WEBHOOK_TARGET = 1500.0
 WEBHOOK_P99_TARGET_MS = 20.0
 
-SCENARIO_ORDER = ("max", "replicas", "reference", "handwritten", "rate-80", "rate", "rate-low", "soak", "iso-healthy",
+SCENARIO_ORDER = ("max", "replicas", "reference", "handwritten", "reference-low", "handwritten-low", "rate-80", "rate",
+                  "rate-low", "soak", "iso-healthy",
                   "webhook", "webhook-500", "baseline-max", "baseline-webhook", "iso-dead", "tracing-off",
                   "tracing-100", "tracing-10")  # fmt: skip
 PROCESS_ORDER = ("daemon", "daemon-r2", "daemon-iso", "baseline", "reference", "handwritten", "loadgen", "demo",
