@@ -18,15 +18,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeAlias, cast
 
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
 from aiormq import Channel as AmqpChannel
+from aiormq import spec
 from aiormq.exceptions import AMQPConnectionError, ChannelInvalidStateError
 from faststream.exceptions import IncorrectState
 from faststream.rabbit import RabbitBroker
-from pamqp.commands import Basic
 
 from s2s_daemon.clock import now_ms
 from s2s_daemon.errors import DeadLetterReason, DependencyUnavailable
@@ -34,6 +34,8 @@ from s2s_daemon.messaging import contracts as c
 from s2s_daemon.messaging.topology import Topology
 from s2s_daemon.observability.correlation import H_TRACEPARENT, H_TRACESTATE, TraceContext
 from s2s_daemon.observability.tracing import NO_TRACING, SpanKind, Tracing
+
+Properties: TypeAlias = spec.Basic.Properties  # pamqp's, as aiormq exports it
 
 
 class Publishable(Protocol):
@@ -67,7 +69,7 @@ _PERSISTENT = 2
 class Sender(Protocol):
     """Publishes one message and returns once the broker confirmed it."""
 
-    async def send(self, body: bytes, *, exchange: str, routing_key: str, properties: Basic.Properties) -> None: ...
+    async def send(self, body: bytes, *, exchange: str, routing_key: str, properties: Properties) -> None: ...
 
 
 class ConfirmedSender:
@@ -88,7 +90,7 @@ class ConfirmedSender:
                 raise RuntimeError("the broker's default channel must have publisher confirms on")
         return channel
 
-    async def send(self, body: bytes, *, exchange: str, routing_key: str, properties: Basic.Properties) -> None:
+    async def send(self, body: bytes, *, exchange: str, routing_key: str, properties: Properties) -> None:
         channel = await self._confirming()
         await channel.basic_publish(
             body, exchange=exchange, routing_key=routing_key, properties=properties, mandatory=False, wait=False
@@ -194,7 +196,7 @@ class AmqpPublisher:
             orjson.dumps(reply),
             exchange="",
             routing_key=reply_to,
-            properties=Basic.Properties(
+            properties=Properties(
                 content_type="application/json",
                 delivery_mode=_PERSISTENT,
                 correlation_id=record.correlation_id,
@@ -210,7 +212,7 @@ class AmqpPublisher:
             orjson.dumps(record.event),
             exchange=self._topology.events_exchange_name,
             routing_key=record.event_routing_key,
-            properties=Basic.Properties(
+            properties=Properties(
                 content_type="application/cloudevents+json",
                 delivery_mode=_PERSISTENT,
                 correlation_id=record.correlation_id,
