@@ -21,7 +21,6 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
-from jsonschema import Draft202012Validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -37,6 +36,7 @@ from s2s_daemon.observability.correlation import clean_id
 from s2s_daemon.observability.logging import get_logger
 from s2s_daemon.outbox.record import command_key
 from s2s_daemon.outbox.writer import OutboxWriter
+from s2s_daemon.schemas import BodySchema
 from s2s_daemon.settings import RouteSettings
 
 __all__ = ["CommandStatus", "CommandSubmission", "parse_prefer_wait", "reply_status_code", "status_url"]
@@ -113,7 +113,7 @@ class CommandSubmission:
     ) -> None:
         self.downstream = downstream
         self.routing_key = f"{downstream}.{action}"
-        self._validator = Draft202012Validator(route.json_schema) if route.json_schema else None
+        self._validator = BodySchema(route.json_schema) if route.json_schema else None
         self._gateway = gateway
         self._ledger = ledger
         self._outbox = outbox
@@ -140,11 +140,8 @@ class CommandSubmission:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
             return _error(400, "invalid_json", "the body is not JSON")
-        if self._validator is not None:
-            error = next(iter(sorted(self._validator.iter_errors(payload), key=lambda e: e.path)), None)
-            if error is not None:
-                where = "/".join(str(p) for p in error.absolute_path) or "(body)"
-                return _error(422, "invalid", f"{where}: {error.message}"[:500])
+        if self._validator is not None and (violation := self._validator.violation(payload)) is not None:
+            return _error(422, "invalid", violation[:500])
         fp = fingerprint(self.routing_key, payload)
         key = key or f"fp-{fp}"
         try:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from faststream.rabbit.message import RabbitMessage
-from jsonschema import Draft202012Validator
 
 from s2s_daemon.idempotency import Claim
 from s2s_daemon.messaging import RetryState
@@ -16,6 +15,7 @@ from s2s_daemon.messaging import contracts as c
 from s2s_daemon.observability import TraceContext, get_logger
 from s2s_daemon.outbox import OutboxRecord, WriteResult
 from s2s_daemon.resilience import CallOutcome
+from s2s_daemon.schemas import BodySchema
 from s2s_daemon.settings import RouteSettings
 
 __all__ = ["Command", "Job", "Route", "Step", "log"]
@@ -31,7 +31,7 @@ class Route:
     downstream: str
     action: str
     settings: RouteSettings
-    validator: Draft202012Validator | None
+    validator: BodySchema | None
 
 
 @dataclass(frozen=True, slots=True)

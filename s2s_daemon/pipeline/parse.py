@@ -7,7 +7,6 @@ from typing import Any
 import orjson
 import structlog
 from faststream.rabbit.message import RabbitMessage
-from jsonschema import Draft202012Validator
 
 from s2s_daemon.clock import now_ms
 from s2s_daemon.errors import CommandRejected, DeadLetterReason
@@ -16,6 +15,7 @@ from s2s_daemon.messaging import RetryState, header_text, message_correlation, r
 from s2s_daemon.messaging import contracts as c
 from s2s_daemon.observability import clean_id, new_correlation_id
 from s2s_daemon.pipeline.job import Command, Job, Route
+from s2s_daemon.schemas import BodySchema
 from s2s_daemon.settings import Settings
 
 __all__ = ["Parse", "delivery_correlation_id", "idempotency_key"]
@@ -44,7 +44,7 @@ class Parse:
         self._routes: dict[str, Route] = {}
         for ds_name, ds in settings.downstreams.items():
             for action, route in ds.routes.items():
-                validator = Draft202012Validator(route.json_schema) if route.json_schema else None
+                validator = BodySchema(route.json_schema) if route.json_schema else None
                 self._routes[f"{ds_name}.{action}"] = Route(ds_name, action, route, validator)
 
     async def __call__(self, job: Job) -> None:
@@ -69,11 +69,8 @@ class Parse:
             body = orjson.loads(raw.body)
         except orjson.JSONDecodeError as exc:
             raise CommandRejected(DeadLetterReason.INVALID_JSON, f"body is not JSON: {exc}") from None
-        if route.validator is not None:
-            error = next(iter(sorted(route.validator.iter_errors(body), key=lambda e: e.path)), None)
-            if error is not None:
-                where = "/".join(str(p) for p in error.absolute_path) or "(body)"
-                raise CommandRejected(DeadLetterReason.SCHEMA_VIOLATION, f"{where}: {error.message}")
+        if route.validator is not None and (violation := route.validator.violation(body)) is not None:
+            raise CommandRejected(DeadLetterReason.SCHEMA_VIOLATION, violation)
         fp = fingerprint(routing_key, body)
         key = idempotency_key(raw)
         if key is None:

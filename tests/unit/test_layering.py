@@ -29,7 +29,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"http", "ops"}),
     frozenset({"pipeline", "delivery"}),
     frozenset({"messaging", "outbox", "idempotency", "resilience"}),
-    frozenset({"observability", "errors", "settings", "clock", "batching"}),
+    frozenset({"observability", "errors", "settings", "clock", "batching", "schemas"}),
 )
 RANK = {part: rank for rank, layer in enumerate(LAYERS) for part in layer}
 
