@@ -173,6 +173,15 @@ def test_cli_runs_without_extras(installed: Installed) -> None:
     assert "pip install 's2s-daemon[local]'" in dev.stderr
 
 
+def test_the_compiled_parsers_come_with_the_core_dependencies(installed: Installed) -> None:
+    """redis-py parses replies with hiredis and route schemas are checked by jsonschema-rs, without any extra:
+    both measured hot spots of a command (the Redis claim and completion, the body check)."""
+    probe = "import jsonschema_rs; from redis.utils import HIREDIS_AVAILABLE; print(HIREDIS_AVAILABLE)"
+    checked = installed.run(installed.python, "-c", probe)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.strip() == "True"
+
+
 def test_every_third_party_import_is_declared(installed: Installed) -> None:
     """What a module imports when it is imported comes from a core dependency (an extra's subpackage: from its
     extra); an import inside a function comes from the core or an extra. Transitive installs do not count."""
