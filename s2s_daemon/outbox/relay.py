@@ -8,8 +8,11 @@ Two ways in, both leased, so many replicas are safe together:
   expired (their writer died) are claimed in batches by a conditional update that stamps a fresh owner token;
   only documents carrying our token are published.
 
-Marking sent is one conditional update per batch (our token), so a relay whose lease ran out never
-overwrites the claim of the relay that took over. With tracing on it is a client span of its own, linked to the
+Marking sent is a conditional update (our token), so a relay whose lease ran out never overwrites the claim of
+the relay that took over. It runs beside the publishing: a batch frees its place among the batches in flight
+once its confirms are in, and the documents confirmed meanwhile are marked together by one update per token
+(one at a time; they count against the inbox's limit until marked, so a slow store still holds the writers
+back before any lease can run out). With tracing on it is a client span of its own, linked to the
 trace of every document it marks.
 """
 
@@ -83,6 +86,9 @@ class Relay:
         self._room.set()
         self._broker_down_until = 0.0  # monotonic; no claiming rounds before it
         self._unmarked: list[tuple[list[OutboxRecord], str]] = []  # published, mark-sent failed: (records, token)
+        self._to_mark: list[tuple[list[OutboxRecord], str]] = []  # confirmed, waiting for their mark-sent update
+        self._marking: asyncio.Task[None] | None = None
+        self._unmarked_count = 0  # documents confirmed and not marked yet (waiting, or in the update in flight)
         self.healthy = True
 
     # lifecycle ---------------------------------------------------------------------------------
@@ -101,14 +107,18 @@ class Relay:
     def submit(self, record: OutboxRecord) -> None:
         """A stamped record is durable: publish it from memory."""
         self._inbox.append(record)
-        if len(self._inbox) >= self._inbox_limit:
-            self._room.clear()
+        self._update_room()
         self._wake.set()
 
     def _taken(self, n: int) -> None:
         del self._inbox[:n]
-        if len(self._inbox) < self._inbox_limit:
+        self._update_room()
+
+    def _update_room(self) -> None:
+        if len(self._inbox) + self._unmarked_count < self._inbox_limit:
             self._room.set()
+        else:
+            self._room.clear()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="s2s-outbox-relay")
@@ -125,6 +135,9 @@ class Relay:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
             self._task = None
+        if self._marking is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._marking, timeout)
 
     async def _run(self) -> None:
         while True:
@@ -218,7 +231,13 @@ class Relay:
         batch, token = await self.claim()
         if batch:
             await self._publish_batch(batch, token)
+            await self.marked()
         return len(batch)
+
+    async def marked(self) -> None:
+        """Wait until every confirmed document's mark-sent update has run (marked, or kept for the next round)."""
+        while self._marking is not None and not self._marking.done():
+            await asyncio.shield(self._marking)
 
     async def _publish_batch(self, batch: list[OutboxRecord], token: str) -> None:
         self._metrics.relay_batch_size.observe(len(batch))
@@ -234,13 +253,8 @@ class Relay:
         if sent_ids:
             published = set(sent_ids)
             sent = [record for record in batch if record.id in published]
-            try:
-                await self._mark_sent(sent, token)
-            except (PyMongoError, OSError):
-                # Published, but the store did not hear of it: remember it, or the documents' leases run out and
-                # a polling claim publishes every one of them again (a store restart re-sent ~1,000 replies so).
-                self._unmarked.append((sent, token))
-                raise
+            self._confirmed(sent)
+            self._mark_later(sent, token)
         if unreachable:
             await self._broker_down(
                 unreachable, token, next(r for r in results if isinstance(r, DependencyUnavailable))
@@ -268,16 +282,47 @@ class Relay:
             f"update {self._collection.name}", SpanKind.CLIENT, attributes, root=True, links=links
         )
 
-    async def _mark_sent(self, sent: list[OutboxRecord], token: str) -> None:
+    def _confirmed(self, sent: list[OutboxRecord]) -> None:
         now = now_ms()
-        with self._mark_sent_span(sent):
-            await self._collection.update_many(
-                {"_id": {"$in": [record.id for record in sent]}, "lease_owner": token},
-                {"$set": {"status": OutboxStatus.SENT.value, "sent_at": now, "lease_owner": None}},
-            )
         self._metrics.outbox_published.inc(len(sent))
         for record in sent:
             self._metrics.outbox_lag_seconds.observe(max(0, now - record.created_at) / 1000)
+
+    def _mark_later(self, sent: list[OutboxRecord], token: str) -> None:
+        """Queue confirmed documents for their mark-sent update; one task marks whatever is queued."""
+        self._to_mark.append((sent, token))
+        self._unmarked_count += len(sent)
+        self._update_room()
+        if self._marking is None or self._marking.done():
+            self._marking = asyncio.create_task(self._mark_queued(), name="s2s-outbox-mark-sent")
+
+    async def _mark_queued(self) -> None:
+        while self._to_mark:
+            queued, self._to_mark = self._to_mark, []
+            by_token: dict[str, list[OutboxRecord]] = {}
+            for sent, token in queued:
+                by_token.setdefault(token, []).extend(sent)
+            for token, sent in by_token.items():
+                try:
+                    await self._mark_sent(sent, token)
+                except Exception as exc:
+                    # Published, but the store did not hear of it: remember it (the relay's next round marks it
+                    # before anything else), or the documents' leases run out and a polling claim publishes every
+                    # one of them again (a store restart re-sent ~1,000 replies so).
+                    self._unmarked.append((sent, token))
+                    self.healthy = False
+                    self._wake.set()
+                    log.warning("outbox.mark_sent_failed", documents=len(sent), error=f"{type(exc).__name__}: {exc}")
+                finally:
+                    self._unmarked_count -= len(sent)
+                    self._update_room()
+
+    async def _mark_sent(self, sent: list[OutboxRecord], token: str) -> None:
+        with self._mark_sent_span(sent):
+            await self._collection.update_many(
+                {"_id": {"$in": [record.id for record in sent]}, "lease_owner": token},
+                {"$set": {"status": OutboxStatus.SENT.value, "sent_at": now_ms(), "lease_owner": None}},
+            )
 
     async def _mark_unmarked(self) -> None:
         """Mark sent what was published while the store was unreachable, before anything else: before this

@@ -150,3 +150,56 @@ async def test_a_document_arriving_while_a_batch_waits_goes_out_in_a_batch_of_it
 async def _status(collection: Any, key: str, status: str) -> bool:
     doc = await collection.find_one({"_id": command_key("service-a", key)}, {"status": 1})
     return doc is not None and doc["status"] == status
+
+
+class HeldMarks:
+    """The real collection, except that mark-sent updates wait until ``release`` is set."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+        self.release = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+    async def update_many(self, *args: Any, **kwargs: Any) -> Any:
+        await self.release.wait()
+        return await self._collection.update_many(*args, **kwargs)
+
+
+@pytest.mark.timeout(60)
+async def test_publishing_goes_on_while_mark_sent_updates_wait_and_they_hold_the_writers_back(collection: Any) -> None:
+    """A confirmed batch frees its place among the batches in flight before its mark-sent update has run: with
+    the updates held, more batches go out than may be in flight at once. The confirmed documents not yet marked
+    count against the inbox's limit, so the writers stop before any lease could run out; released, every document
+    is marked sent, each published once."""
+    broker = GatedBroker()
+    broker.open.set()
+    held = HeldMarks(collection)
+    settings = OutboxSettings(batch_size=5, poll_interval=5.0, lease_seconds=30.0)
+    relay = Relay(held, broker.publish, settings, Metrics(), owner="test")  # type: ignore[arg-type]
+    writer = OutboxWriter(collection, relay)
+    written: list[str] = []
+
+    async def consumer(n: int) -> None:
+        for i in range(10):
+            written.append((await writer.write(outbox_record(f"m{n}-{i}"))).record.key)
+
+    relay.start()
+    try:
+        workers = [asyncio.create_task(consumer(n)) for n in range(6)]
+        # more than the four batches that may be in flight: their updates do not hold their places
+        await wait_for(lambda: len(broker.published) > 4 * settings.batch_size, timeout=10)
+        await asyncio.sleep(0.5)
+        assert len(written) < 60, "writers wait while confirmed documents wait for their update"
+        # the inbox's limit of unmarked documents, the batches in flight, one write per writer in hand
+        assert len(broker.published) <= 4 * settings.batch_size + 4 * settings.batch_size + 6
+        assert not await _status(collection, "m0-0", "sent")
+        held.release.set()
+        await asyncio.gather(*workers)
+        await wait_for(lambda: len(broker.published) == 60, timeout=20)
+        await wait_for(lambda: _all_sent(collection), timeout=20)
+    finally:
+        held.release.set()
+        await relay.stop()
+    assert set(broker.published.values()) == {1}
