@@ -203,7 +203,7 @@ def create_app(ctx: SidecarContext) -> ASGIApp:
         ),
         Route(
             "/api/webhooks/{service}",
-            WebhookIntake(s.webhooks, ctx.outbox, ctx.metrics, s.service_name, ctx.tracing).handle,
+            WebhookIntake(s.webhooks, ctx.outbox, ctx.metrics, s.service_name, ctx.tracing),
             methods=["POST"],
         ),
     ]

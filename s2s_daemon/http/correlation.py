@@ -31,7 +31,7 @@ from s2s_daemon.observability.correlation import (
 from s2s_daemon.observability.logging import get_logger
 from s2s_daemon.observability.tracing import NO_TRACING, Span, SpanKind, Tracing
 
-__all__ = ["CorrelationMiddleware", "RequestCorrelation", "correlation_of"]
+__all__ = ["CorrelationMiddleware", "RequestCorrelation", "correlation_of", "scope_correlation"]
 
 log = get_logger("s2s.http")
 
@@ -69,8 +69,13 @@ def _request_trace(headers: Headers) -> TraceContext | None:
 
 def correlation_of(request: Request) -> RequestCorrelation:
     """The correlation the middleware stored for this request (a fresh one outside the middleware)."""
-    found = request.scope.get("state", {}).get(_STATE_KEY)
-    return found if isinstance(found, RequestCorrelation) else RequestCorrelation.from_headers(request.headers)
+    return scope_correlation(request.scope)
+
+
+def scope_correlation(scope: Scope) -> RequestCorrelation:
+    """``correlation_of`` for a plain ASGI endpoint, from the request's scope."""
+    found = scope.get("state", {}).get(_STATE_KEY)
+    return found if isinstance(found, RequestCorrelation) else RequestCorrelation.from_headers(Headers(scope=scope))
 
 
 class CorrelationMiddleware:
