@@ -102,23 +102,25 @@ class CorrelationMiddleware:
                 MutableHeaders(scope=message)["x-correlation-id"] = correlation.correlation_id
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(
+        # bind and reset by token: structlog's bound_contextvars() also snapshots the whole context first
+        tokens = structlog.contextvars.bind_contextvars(
             correlation_id=correlation.correlation_id, traceparent=correlation.trace.header
-        ):
-            try:
-                if quiet or not self._tracing.enabled:
-                    await self.app(scope, receive, send_with_id)
-                else:
-                    await self._traced(scope, receive, send_with_id, headers, lambda: status)
-            finally:
-                emit = log.debug if quiet else log.info
-                emit(
-                    "http.request",
-                    method=scope.get("method"),
-                    path=path,
-                    status=status,
-                    ms=round((time.perf_counter() - started) * 1000, 2),
-                )
+        )
+        try:
+            if quiet or not self._tracing.enabled:
+                await self.app(scope, receive, send_with_id)
+            else:
+                await self._traced(scope, receive, send_with_id, headers, lambda: status)
+        finally:
+            emit = log.debug if quiet else log.info
+            emit(
+                "http.request",
+                method=scope.get("method"),
+                path=path,
+                status=status,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            structlog.contextvars.reset_contextvars(**tokens)
 
     async def _traced(
         self, scope: Scope, receive: Receive, send: Send, headers: Headers, status: Callable[[], int]

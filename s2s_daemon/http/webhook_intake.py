@@ -22,6 +22,7 @@ from typing import Any, TypeAlias
 
 import orjson
 from starlette.datastructures import Headers
+from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
 from s2s_daemon.errors import DependencyUnavailable
@@ -81,7 +82,13 @@ class WebhookIntake:
         self._tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        status, answer, headers = await self._handle(scope, receive)
+        try:
+            status, answer, headers = await self._handle(scope, receive)
+        except Exception:
+            # What Starlette's ServerErrorMiddleware answers (the route may be served ahead of it, see app.py);
+            # nothing was sent yet, and the exception still reaches the server's log.
+            await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send)
+            raise
         body = orjson.dumps(answer)
         # the bytes and headers Starlette's JSONResponse sent (compact JSON, length, then type)
         await send(
