@@ -23,7 +23,7 @@ from s2s_daemon.http.command_api import parse_prefer_wait, reply_status_code, st
 from s2s_daemon.http.correlation import RequestCorrelation
 from s2s_daemon.http.openapi import build_openapi
 from s2s_daemon.http.responses import CommandAccepted
-from s2s_daemon.http.server import MAX_HEAD_BYTES, SidecarServer
+from s2s_daemon.http.server import MAX_HEAD_BYTES, SidecarServer, _HeadWithBody
 from s2s_daemon.http.status import StatusBoard
 from s2s_daemon.messaging.contracts import Reply
 from s2s_daemon.observability.correlation import TraceContext
@@ -278,3 +278,55 @@ async def test_sidecar_bounds_the_request_head(header_bytes: int, in_one_write: 
     assert answer.startswith(b"HTTP/1.1 " + status)
     if status == b"200":
         assert answer.endswith(b'{"body":%d}' % len(body))
+
+
+class _RecordingTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str) -> str:
+        return f"info:{name}"
+
+
+class _Cycle:
+    response_started = False
+
+
+async def test_response_head_goes_out_with_the_first_body_bytes() -> None:
+    """A 100 Continue passes at once; the head is held and written in one piece with the body; later chunks pass
+    through; a head alone goes out on the loop's next turn or before a close; other calls reach the transport."""
+    transport, cycle = _RecordingTransport(), _Cycle()
+    joined = _HeadWithBody(transport, cycle)  # type: ignore[arg-type]
+    joined.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    cycle.response_started = True
+    joined.write(b"HEAD\r\n\r\n")
+    assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    joined.write(b"body-1")
+    joined.write(b"body-2")
+    await asyncio.sleep(0)
+    assert transport.writes[1:] == [b"HEAD\r\n\r\nbody-1", b"body-2"]
+    assert joined.get_extra_info("peername") == "info:peername"
+
+    alone, alone_cycle = _RecordingTransport(), _Cycle()
+    alone_cycle.response_started = True
+    _HeadWithBody(alone, alone_cycle).write(b"HEAD-ONLY")  # type: ignore[arg-type]
+    assert alone.writes == []
+    await asyncio.sleep(0)
+    assert alone.writes == [b"HEAD-ONLY"]
+
+    closing, closing_cycle = _RecordingTransport(), _Cycle()
+    closing_cycle.response_started = True
+    before_close = _HeadWithBody(closing, closing_cycle)  # type: ignore[arg-type]
+    before_close.write(b"HEAD")
+    before_close.close()
+    assert (closing.writes, closing.closed, before_close.is_closing()) == ([b"HEAD"], True, True)
