@@ -31,7 +31,7 @@ from s2s_daemon.observability.correlation import (
 from s2s_daemon.observability.logging import get_logger
 from s2s_daemon.observability.tracing import NO_TRACING, Span, SpanKind, Tracing
 
-__all__ = ["CorrelationMiddleware", "RequestCorrelation", "correlation_of"]
+__all__ = ["CorrelationMiddleware", "RequestCorrelation", "correlation_of", "scope_correlation"]
 
 log = get_logger("s2s.http")
 
@@ -69,8 +69,13 @@ def _request_trace(headers: Headers) -> TraceContext | None:
 
 def correlation_of(request: Request) -> RequestCorrelation:
     """The correlation the middleware stored for this request (a fresh one outside the middleware)."""
-    found = request.scope.get("state", {}).get(_STATE_KEY)
-    return found if isinstance(found, RequestCorrelation) else RequestCorrelation.from_headers(request.headers)
+    return scope_correlation(request.scope)
+
+
+def scope_correlation(scope: Scope) -> RequestCorrelation:
+    """``correlation_of`` for a plain ASGI endpoint, from the request's scope."""
+    found = scope.get("state", {}).get(_STATE_KEY)
+    return found if isinstance(found, RequestCorrelation) else RequestCorrelation.from_headers(Headers(scope=scope))
 
 
 class CorrelationMiddleware:
@@ -97,23 +102,25 @@ class CorrelationMiddleware:
                 MutableHeaders(scope=message)["x-correlation-id"] = correlation.correlation_id
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(
+        # bind and reset by token: structlog's bound_contextvars() also snapshots the whole context first
+        tokens = structlog.contextvars.bind_contextvars(
             correlation_id=correlation.correlation_id, traceparent=correlation.trace.header
-        ):
-            try:
-                if quiet or not self._tracing.enabled:
-                    await self.app(scope, receive, send_with_id)
-                else:
-                    await self._traced(scope, receive, send_with_id, headers, lambda: status)
-            finally:
-                emit = log.debug if quiet else log.info
-                emit(
-                    "http.request",
-                    method=scope.get("method"),
-                    path=path,
-                    status=status,
-                    ms=round((time.perf_counter() - started) * 1000, 2),
-                )
+        )
+        try:
+            if quiet or not self._tracing.enabled:
+                await self.app(scope, receive, send_with_id)
+            else:
+                await self._traced(scope, receive, send_with_id, headers, lambda: status)
+        finally:
+            emit = log.debug if quiet else log.info
+            emit(
+                "http.request",
+                method=scope.get("method"),
+                path=path,
+                status=status,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            structlog.contextvars.reset_contextvars(**tokens)
 
     async def _traced(
         self, scope: Scope, receive: Receive, send: Send, headers: Headers, status: Callable[[], int]

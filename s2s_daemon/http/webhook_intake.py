@@ -7,20 +7,27 @@ with a short reason); then one outbox insert whose unique key is ``wh:<service>:
 duplicate key is a replay: 200 with ``"duplicate": true`` and nothing new enqueued. 202 is answered only
 after the insert returned (majority write concern); no downstream is called inline. The relay publishes
 the CloudEvent on ``s2s.events`` with routing key ``webhook.<service>.<type>``.
+
+A plain ASGI endpoint under Starlette's ``Route`` (which still matches the path, answers 405 and sets
+``scope["route"]`` for the server span), not a request/response function: no ``Request``, no ``Response``
+object, no async-generator body stream. Answers are the bytes and headers ``JSONResponse`` sent.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+import orjson
+from starlette.datastructures import Headers
+from starlette.responses import PlainTextResponse
+from starlette.types import Receive, Scope, Send
 
 from s2s_daemon.errors import DependencyUnavailable
-from s2s_daemon.http.body import BodyTooLarge, InvalidContentLength, read_limited
-from s2s_daemon.http.correlation import correlation_of
+from s2s_daemon.http.body import BodyTooLarge, InvalidContentLength, receive_limited
+from s2s_daemon.http.correlation import scope_correlation
 from s2s_daemon.http.webhooks import (
     RejectReason,
     VerifiedWebhook,
@@ -40,7 +47,10 @@ __all__ = ["WEBHOOK_RESULTS", "WebhookIntake", "webhook_routing_key"]
 
 log = get_logger("s2s.webhooks")
 
-_RETRY_AFTER_S = "5"
+_RETRY_AFTER = ((b"retry-after", b"5"),)
+_CONTENT_TYPE_JSON = (b"content-type", b"application/json")
+# status, JSON body, extra headers
+_Answer: TypeAlias = tuple[int, dict[str, Any], Sequence[tuple[bytes, bytes]]]
 
 # The closed set of the metric's `result` label.
 WEBHOOK_RESULTS = frozenset(
@@ -71,23 +81,43 @@ class WebhookIntake:
         self._clock = clock
         self._tracing = tracing
 
-    async def handle(self, request: Request) -> Response:
-        service = request.path_params["service"]
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            status, answer, headers = await self._handle(scope, receive)
+        except Exception:
+            # What Starlette's ServerErrorMiddleware answers (the route may be served ahead of it, see app.py);
+            # nothing was sent yet, and the exception still reaches the server's log.
+            await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send)
+            raise
+        body = orjson.dumps(answer)
+        # the bytes and headers Starlette's JSONResponse sent (compact JSON, length, then type)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*headers, (b"content-length", b"%d" % len(body)), _CONTENT_TYPE_JSON],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _handle(self, scope: Scope, receive: Receive) -> _Answer:
+        service = scope["path_params"]["service"]
         source = self._sources.get(service)
         if source is None:
-            return JSONResponse({"error": "not_found", "detail": "unknown webhook source"}, status_code=404)
+            return 404, {"error": "not_found", "detail": "unknown webhook source"}, ()
+        headers = Headers(scope=scope)
         try:
-            body = await read_limited(request, source.settings.max_body_bytes)
-            verified = source.verifier.verify(body, request.headers, now=self._clock())
+            body = await receive_limited(receive, headers, source.settings.max_body_bytes)
+            verified = source.verifier.verify(body, headers, now=self._clock())
         except BodyTooLarge:
             return self._refused(service, RejectReason.BODY_TOO_LARGE, 413)
         except InvalidContentLength:
             self._count(service, "bad_content_length")
-            return JSONResponse({"error": "rejected", "reason": "invalid content-length"}, status_code=400)
+            return 400, {"error": "rejected", "reason": "invalid content-length"}, ()
         except WebhookRejected as exc:
             return self._refused(service, exc.reason, exc.status)
 
-        record = self._record(service, verified, request)
+        record = self._record(service, verified, scope)
         try:
             with outbox_span(self._tracing, self._outbox, "insert") as span:
                 result = await self._outbox.write(record)
@@ -95,10 +125,10 @@ class WebhookIntake:
         except DependencyUnavailable as exc:
             self._count(service, "unavailable")
             log.warning("webhook.outbox_unavailable", service=service, error=exc.detail)
-            return JSONResponse(
+            return (
+                503,
                 {"error": "unavailable", "detail": "could not record the delivery; retry later"},
-                status_code=503,
-                headers={"retry-after": _RETRY_AFTER_S},
+                _RETRY_AFTER,
             )
         answer = {
             "service": service,
@@ -114,21 +144,21 @@ class WebhookIntake:
                 log.warning("webhook.duplicate_with_other_body", service=service, delivery_id=verified.delivery_id)
             else:
                 log.info("webhook.duplicate", service=service, delivery_id=verified.delivery_id)
-            return JSONResponse(answer, status_code=200)
+            return 200, answer, ()
         self._count(service, "accepted")
         log.info("webhook.accepted", service=service, delivery_id=verified.delivery_id, event_type=verified.event_type)
-        return JSONResponse(answer, status_code=202)
+        return 202, answer, ()
 
-    def _refused(self, service: str, reason: RejectReason, status: int) -> Response:
+    def _refused(self, service: str, reason: RejectReason, status: int) -> _Answer:
         self._count(service, reason.name.lower())
         log.info("webhook.rejected", service=service, reason=reason.value, status=status)
-        return JSONResponse({"error": "rejected", "reason": reason.value}, status_code=status)
+        return status, {"error": "rejected", "reason": reason.value}, ()
 
     def _count(self, service: str, result: str) -> None:
         self._metrics.webhooks.labels(service, result).inc()
 
-    def _record(self, service: str, verified: VerifiedWebhook, request: Request) -> OutboxRecord:
-        correlation = correlation_of(request)
+    def _record(self, service: str, verified: VerifiedWebhook, scope: Scope) -> OutboxRecord:
+        correlation = scope_correlation(scope)
         return OutboxRecord.for_webhook(
             service,
             delivery_id=verified.delivery_id,

@@ -8,9 +8,9 @@ with, or dropped alone when it is not valid (the ``traceparent`` still counts).
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
-import uuid
 from dataclasses import dataclass
 
 __all__ = ["H_TRACEPARENT", "H_TRACESTATE", "TraceContext", "clean_id", "new_correlation_id", "valid_tracestate"]
@@ -66,7 +66,8 @@ class TraceContext:
 
     @classmethod
     def new(cls) -> TraceContext:
-        return cls(secrets.token_hex(16), secrets.token_hex(8))
+        ids = os.urandom(24).hex()  # trace id and parent id from one read of the system's random source
+        return cls(ids[:32], ids[32:])
 
     @property
     def sampled(self) -> bool:
@@ -120,4 +121,9 @@ def clean_id(value: object) -> str | None:
 
 
 def new_correlation_id() -> str:
-    return uuid.uuid4().hex
+    """A random UUID in 32 hex digits, as ``uuid.uuid4().hex`` (version 4, RFC 4122 variant) without building a
+    ``UUID``: a new one for nearly every webhook delivery, and the object cost ~2 us of ~3."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()

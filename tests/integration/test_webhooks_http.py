@@ -412,3 +412,22 @@ async def test_oversize_body_via_client_is_413(hooks: Daemon) -> None:
     response = await post(hooks, "acme", body, sw_headers(body))
     assert (response.status_code, response.json()["reason"]) == (413, "body too large")
     assert await webhook_documents(hooks) == []
+
+
+async def test_unexpected_failure_is_500_with_correlation_id(hooks: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure nobody planned for (here the outbox write raising a bare error) is answered as Starlette's error
+    middleware answers it, plain-text 500, still carrying X-Correlation-ID; a wrong method is still 405 JSON."""
+
+    async def broken(_: Any) -> None:
+        raise RuntimeError("not a planned failure")
+
+    assert hooks.outbox is not None
+    monkeypatch.setattr(hooks.outbox, "write", broken)
+    response = await post(hooks, "acme", SW_BODY, sw_headers() | {"x-correlation-id": "corr-500"})
+    assert (response.status_code, response.text) == (500, "Internal Server Error")
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    assert response.headers["x-correlation-id"] == "corr-500"
+    async with httpx.AsyncClient(base_url=url(hooks)) as http:
+        wrong_method = await http.get("/api/webhooks/acme")
+    assert (wrong_method.status_code, wrong_method.json()["error"]) == (405, "method_not_allowed")
+    assert wrong_method.headers["allow"] == "POST"

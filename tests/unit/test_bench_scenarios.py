@@ -131,6 +131,13 @@ def test_quick_plan_includes_the_replicas_and_webhook_runs(tmp_path: Path) -> No
     assert plan_from(build_parser().parse_args(["--replicas", "3"])).replicas == 3
 
 
+def test_webhook_run_length_is_a_flag() -> None:
+    """--webhook-seconds sets the webhook window (quick's default 2.5 s otherwise)."""
+    assert plan_from(build_parser().parse_args(["--quick"])).webhook_seconds == QUICK.webhook_seconds == 2.5
+    longer = plan_from(build_parser().parse_args(["--quick", "--scenarios", "webhook", "--webhook-seconds", "8"]))
+    assert (longer.webhook_seconds, longer.scenarios) == (8.0, ("webhook",))
+
+
 def test_handwritten_reference_runs_by_default_and_by_name() -> None:
     """The hand-written pipeline runs in the full and quick plans and can be picked with --scenarios."""
     assert "handwritten" in FULL.scenarios

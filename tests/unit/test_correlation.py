@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -14,7 +15,7 @@ from starlette.datastructures import Headers
 from s2s_daemon.http.correlation import RequestCorrelation
 from s2s_daemon.messaging import header_text, message_correlation
 from s2s_daemon.messaging.middlewares import CorrelationMiddleware
-from s2s_daemon.observability.correlation import TraceContext, clean_id
+from s2s_daemon.observability.correlation import TraceContext, clean_id, new_correlation_id
 from s2s_daemon.observability.logging import redact_secrets, redact_url
 from s2s_daemon.pipeline.parse import delivery_correlation_id
 
@@ -251,3 +252,18 @@ async def test_the_middleware_generates_one_id_and_the_pipeline_reads_it_from_th
     assert seen["pipeline"] == seen["correlation_id"] == msg.correlation_id
     assert seen["traceparent"] == VALID
     assert "correlation_id" not in structlog.contextvars.get_contextvars()
+
+
+def test_new_ids_have_the_shapes_of_before() -> None:
+    """A new correlation id reads as a version-4 UUID in 32 hex digits (as uuid4().hex gave); a new trace context
+    has a 32-digit trace id and a 16-digit parent id, valid as a traceparent; none repeats."""
+    ids = {new_correlation_id() for _ in range(200)}
+    assert len(ids) == 200
+    for value in ids:
+        parsed = uuid.UUID(hex=value)
+        assert (parsed.hex, parsed.version, parsed.variant) == (value, 4, uuid.RFC_4122)
+    contexts = [TraceContext.new() for _ in range(200)]
+    assert len({c.trace_id for c in contexts} | {c.parent_id for c in contexts}) == 400
+    for ctx in contexts:
+        assert (len(ctx.trace_id), len(ctx.parent_id)) == (32, 16)
+        assert TraceContext.parse(ctx.header) == ctx

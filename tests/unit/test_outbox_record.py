@@ -10,13 +10,15 @@ import bson
 import orjson
 import pytest
 from bson import ObjectId
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from s2s_daemon.messaging import RetryState
 from s2s_daemon.messaging import contracts as c
 from s2s_daemon.observability.correlation import TraceContext
 from s2s_daemon.outbox.documents import OutboxDocument
-from s2s_daemon.outbox.record import OutboxRecord, OutboxStatus
+from s2s_daemon.outbox.record import OutboxRecord, OutboxStatus, event_uuid
 from s2s_daemon.pipeline.job import Command
 
 # The stored field names, in order, of the documents written before the record existed.
@@ -205,3 +207,15 @@ def test_the_beanie_document_declares_the_record_fields_and_the_indexes() -> Non
     assert declared["key_unique"].get("unique") is True
     indexed = {field for doc in declared.values() for field in doc["key"]}
     assert indexed <= set(OutboxRecord.model_fields)
+
+
+@given(st.uuids(), st.text())
+def test_event_uuid_is_uuid5(namespace: uuid.UUID, name: str) -> None:
+    """The event id is exactly the standard library's uuid5 text, for any namespace and name."""
+    try:
+        expected = str(uuid.uuid5(namespace, name))
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 form, refused by both
+        with pytest.raises(UnicodeEncodeError):
+            event_uuid(namespace, name)
+        return
+    assert event_uuid(namespace, name) == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,13 +14,16 @@ from hypothesis import strategies as st
 from openapi_spec_validator import validate
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from s2s_daemon.errors import ConfigError, DependencyUnavailable
 from s2s_daemon.http.command_api import parse_prefer_wait, reply_status_code, status_url
 from s2s_daemon.http.correlation import RequestCorrelation
 from s2s_daemon.http.openapi import build_openapi
 from s2s_daemon.http.responses import CommandAccepted
-from s2s_daemon.http.server import SidecarServer
+from s2s_daemon.http.server import MAX_HEAD_BYTES, SidecarServer, _HeadWithBody
 from s2s_daemon.http.status import StatusBoard
 from s2s_daemon.messaging.contracts import Reply
 from s2s_daemon.observability.correlation import TraceContext
@@ -226,3 +230,103 @@ async def test_sidecar_server_raises_the_lifespan_startup_error() -> None:
     with pytest.raises(DependencyUnavailable, match="no broker for the gateway"):
         await server.start()
     await server.stop()
+
+
+async def _exchange(port: int, request: bytes, *chunks: bytes) -> bytes:
+    """Send a raw request (the head, then each chunk as its own write) and read the answer to its end."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        for chunk in chunks:
+            await writer.drain()
+            writer.write(chunk)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def _echo_size(request: Request) -> Response:
+    return JSONResponse({"body": len(await request.body())}, headers={"connection": "close"})
+
+
+@pytest.mark.parametrize(
+    ("header_bytes", "in_one_write", "status"),
+    [
+        (MAX_HEAD_BYTES - 200, True, b"200"),
+        (MAX_HEAD_BYTES + 1, True, b"400"),  # parsed whole, then refused at the end of the head
+        (4 * MAX_HEAD_BYTES, False, b"400"),  # still incomplete when the bound is passed: cut off
+    ],
+)
+async def test_sidecar_bounds_the_request_head(header_bytes: int, in_one_write: bool, status: bytes) -> None:
+    """A request head over 16 KiB is answered 400 and never reaches the app, whether it arrives in one write or
+    streams without end; a head under the bound followed by a body larger than it is served."""
+    server = SidecarServer(Starlette(routes=[Route("/echo", _echo_size, methods=["POST"])]), "127.0.0.1", 0)
+    await server.start()
+    try:
+        body = b"x" * (4 * MAX_HEAD_BYTES)
+        head = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\nX-Pad: " % len(body)
+        pad = b"p" * header_bytes
+        if in_one_write:
+            answer = await _exchange(server.port, head + pad + b"\r\n\r\n" + body)
+        else:  # the header never ends
+            answer = await _exchange(server.port, head, *(pad[i : i + 4096] for i in range(0, len(pad), 4096)))
+    finally:
+        await server.stop()
+    assert answer.startswith(b"HTTP/1.1 " + status)
+    if status == b"200":
+        assert answer.endswith(b'{"body":%d}' % len(body))
+
+
+class _RecordingTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str) -> str:
+        return f"info:{name}"
+
+
+class _Cycle:
+    response_started = False
+
+
+async def test_response_head_goes_out_with_the_first_body_bytes() -> None:
+    """A 100 Continue passes at once; the head is held and written in one piece with the body; later chunks pass
+    through; a head alone goes out on the loop's next turn or before a close; other calls reach the transport."""
+    transport, cycle = _RecordingTransport(), _Cycle()
+    joined = _HeadWithBody(transport, cycle)  # type: ignore[arg-type]
+    joined.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    cycle.response_started = True
+    joined.write(b"HEAD\r\n\r\n")
+    assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    joined.write(b"body-1")
+    joined.write(b"body-2")
+    await asyncio.sleep(0)
+    assert transport.writes[1:] == [b"HEAD\r\n\r\nbody-1", b"body-2"]
+    assert joined.get_extra_info("peername") == "info:peername"
+
+    alone, alone_cycle = _RecordingTransport(), _Cycle()
+    alone_cycle.response_started = True
+    _HeadWithBody(alone, alone_cycle).write(b"HEAD-ONLY")  # type: ignore[arg-type]
+    assert alone.writes == []
+    await asyncio.sleep(0)
+    assert alone.writes == [b"HEAD-ONLY"]
+
+    closing, closing_cycle = _RecordingTransport(), _Cycle()
+    closing_cycle.response_started = True
+    before_close = _HeadWithBody(closing, closing_cycle)  # type: ignore[arg-type]
+    before_close.write(b"HEAD")
+    before_close.close()
+    assert (closing.writes, closing.closed, before_close.is_closing()) == ([b"HEAD"], True, True)

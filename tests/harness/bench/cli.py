@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="daemons sharing one namespace in the max run (default 1: then a separate 2-replica run follows)",
     )
     parser.add_argument("--webhook-concurrency", type=int, help="webhook deliveries in flight (default 32)")
+    parser.add_argument(
+        "--webhook-seconds", type=float, help="length of the webhook run (quick: 2.5; full: by count instead)"
+    )
     parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS", help="RSS soak at --rate")
     parser.add_argument(
         "--profile", type=float, default=0.0, metavar="SECONDS", help="py-spy the daemon under max load"
@@ -69,6 +72,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
         "replicas": args.replicas,
         "webhook_concurrency": args.webhook_concurrency,
         "baseline_rev": args.baseline_rev,
+        "webhook_seconds": args.webhook_seconds,
     }
     return dataclasses.replace(plan, **{k: v for k, v in overrides.items() if v is not None})
 
