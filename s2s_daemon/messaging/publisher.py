@@ -16,6 +16,7 @@ The published message carries the producer span's context.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeAlias, cast
@@ -79,6 +80,10 @@ class ConfirmedSender:
     def __init__(self, broker: RabbitBroker) -> None:
         self._broker = broker
         self._channel: AmqpChannel | None = None
+        # an aiormq whose basic_publish has no ``wait`` waits for each write, as FastStream's publish did
+        self._no_wait: dict[str, bool] = (
+            {"wait": False} if "wait" in inspect.signature(AmqpChannel.basic_publish).parameters else {}
+        )
 
     async def _confirming(self) -> AmqpChannel:
         channel = self._channel
@@ -93,7 +98,7 @@ class ConfirmedSender:
     async def send(self, body: bytes, *, exchange: str, routing_key: str, properties: Properties) -> None:
         channel = await self._confirming()
         await channel.basic_publish(
-            body, exchange=exchange, routing_key=routing_key, properties=properties, mandatory=False, wait=False
+            body, exchange=exchange, routing_key=routing_key, properties=properties, mandatory=False, **self._no_wait
         )
 
 
