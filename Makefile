@@ -39,9 +39,8 @@ preflight: $(STAMP)
 run: $(LOCAL_STAMP)
 	$(BIN)/s2s-daemon dev
 
-# Four workers: most integration tests wait on leases, delay queues and sleeps, not on the CPU; two of them take
-# the chaos scenarios' two halves.
-PYTEST_WORKERS ?= 4
+# Three workers: most integration tests wait on leases, delay queues and sleeps, not on the CPU.
+PYTEST_WORKERS ?= 3
 test: $(STAMP) lint typecheck lint-deploy docs asyncapi-parser browser
 	@$(BIN)/s2s-daemon preflight
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --cov --cov-report=term --cov-fail-under=$(COV_MIN) $(PYTEST_ARGS)

@@ -11,16 +11,8 @@ from tests.harness.chaos.report import format_table
 from tests.harness.chaos.scenarios import SCENARIOS, run_scenario
 from tests.harness.chaos.services import PrivateRabbit
 
-pytestmark = [pytest.mark.integration, pytest.mark.chaos]
-
-# Two xdist workers share them, each running its half one after another on a private RabbitMQ node of its own for
-# the session (one worker running all eleven was the suite's longest path: ~470 s of ~515 s). The halves are
-# balanced by the durations of a make test run on 2026-11-29.
-_FIRST_HALF = {"cluster", "poison", "mongo", "sigkill", "pause"}
-
-
-def _group(name: str) -> pytest.MarkDecorator:
-    return pytest.mark.xdist_group("chaos-1" if name in _FIRST_HALF else "chaos-2")
+# one xdist worker runs them all: they share one private RabbitMQ node for the session
+pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.xdist_group("chaos")]
 
 
 # The cluster scenario starts three RabbitMQ nodes of its own (formed in 19-33 s, a 78 s run here; a loaded box
@@ -30,9 +22,7 @@ _SLOW = {"cluster": 420}
 _FULL_SIZE_ONLY = {"each proxy fault hit traffic", "both nodes stopped while commands were outstanding"}
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=[pytest.mark.timeout(_SLOW.get(n, 150)), _group(n)]) for n in SCENARIOS]
-)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.timeout(_SLOW.get(n, 150))) for n in SCENARIOS])
 def test_short_scenario_loses_nothing_and_applies_once(
     name: str, chaos_rabbit: PrivateRabbit, tmp_path: Path, no_leftovers: None
 ) -> None:
