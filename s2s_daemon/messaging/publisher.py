@@ -193,40 +193,34 @@ class AmqpPublisher:
                 headers.update(onward.headers())
             await publish(record, headers)
 
+    def _properties(
+        self, record: Publishable, headers: dict[str, Any], content_type: str, message_type: str | None = None
+    ) -> Properties:
+        """What FastStream's publish gave the relay's messages: persistent, ids of the record, our app id."""
+        return Properties(
+            content_type=content_type,
+            delivery_mode=_PERSISTENT,
+            correlation_id=record.correlation_id,
+            message_id=record.event_id,
+            message_type=message_type,
+            timestamp=datetime.now(UTC),
+            app_id=self._app_id,
+            headers=headers,
+        )
+
     async def _publish_reply(
         self, record: Publishable, reply_to: str, reply: dict[str, Any], headers: dict[str, Any]
     ) -> None:
         # a vanished reply queue means the caller left; the event still goes out (mandatory off)
-        await self._sender.send(
-            orjson.dumps(reply),
-            exchange="",
-            routing_key=reply_to,
-            properties=Properties(
-                content_type="application/json",
-                delivery_mode=_PERSISTENT,
-                correlation_id=record.correlation_id,
-                message_id=record.event_id,
-                timestamp=datetime.now(UTC),
-                app_id=self._app_id,
-                headers=headers,
-            ),
-        )
+        properties = self._properties(record, headers, "application/json")
+        await self._sender.send(orjson.dumps(reply), exchange="", routing_key=reply_to, properties=properties)
 
     async def _publish_event(self, record: Publishable, headers: dict[str, Any]) -> None:
         await self._sender.send(
             orjson.dumps(record.event),
             exchange=self._topology.events_exchange_name,
             routing_key=record.event_routing_key,
-            properties=Properties(
-                content_type="application/cloudevents+json",
-                delivery_mode=_PERSISTENT,
-                correlation_id=record.correlation_id,
-                message_id=record.event_id,
-                message_type=record.event["type"],
-                timestamp=datetime.now(UTC),
-                app_id=self._app_id,
-                headers=headers,
-            ),
+            properties=self._properties(record, headers, "application/cloudevents+json", record.event["type"]),
         )
 
     async def reply_direct(
