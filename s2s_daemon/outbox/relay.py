@@ -166,11 +166,12 @@ class Relay:
 
     # one round -----------------------------------------------------------------------------------
     async def _drain_inbox(self) -> None:
-        """Publish what this process wrote, several batches in flight: a batch waits on confirms and on its
-        mark-sent update, and new documents keep arriving meanwhile. A document that arrives while fewer than
-        the limit are in flight starts a batch at once (it used to wait for a batch in flight to finish, so at
-        moderate load one batch at a time was in flight and every document waited for the previous batch's
-        confirms and update); at the limit, documents gather into the next batch (group commit)."""
+        """Publish what this process wrote, several batches in flight: a batch waits on its confirms (its
+        mark-sent update runs beside, see ``_mark_later``), and new documents keep arriving meanwhile. A
+        document that arrives while fewer than the limit are in flight starts a batch at once (it used to
+        wait for a batch in flight to finish, so at moderate load one batch at a time was in flight and
+        every document waited for the previous batch's confirms and update); at the limit, documents gather
+        into the next batch (group commit)."""
         in_flight: set[asyncio.Task[None]] = set()
         arrival: asyncio.Task[bool] | None = None
         try:
