@@ -56,23 +56,15 @@ async def test_writers_wait_while_the_inbox_is_full_and_nothing_goes_out_twice(c
     relay = Relay(collection, broker.publish, settings, metrics, owner="test")
     writer = OutboxWriter(collection, relay)
     written: list[str] = []
-
-    async def consumer(n: int) -> None:
-        for i in range(25):
-            result = await writer.write(outbox_record(f"w{n}-{i:02d}"))
-            written.append(result.record.key)
-
     relay.start()
     try:
-        workers = [asyncio.create_task(consumer(n)) for n in range(8)]
+        workers = _writers(writer, "w", 8, 25, written)
         await asyncio.sleep(1.0)
         stalled_at = len(written)
         assert stalled_at == await collection.count_documents({}), "a write returns once its document is durable"
         assert 40 <= stalled_at <= 40 + 40 + 8, f"writers waited at the inbox limit (written {stalled_at})"
         broker.open.set()
-        await asyncio.gather(*workers)
-        await wait_for(lambda: len(broker.published) == 200, timeout=20)
-        await wait_for(lambda: _all_sent(collection), timeout=20)
+        await _all_published_and_sent(workers, broker.published, 200, collection)
     finally:
         broker.open.set()
         await relay.stop()
@@ -101,6 +93,24 @@ async def test_a_document_past_its_fast_lease_is_left_to_the_polling_claim(colle
         await relay.stop()
     assert broker.published == Counter({record.key: 1})
     assert metrics.outbox_lease_expired._value.get() == 1
+
+
+def _writers(writer: OutboxWriter, prefix: str, count: int, each: int, written: list[str]) -> list[asyncio.Task[None]]:
+    """``count`` writers as consumers are: one command after another, ``each`` of them; keys into ``written``."""
+
+    async def consumer(n: int) -> None:
+        for i in range(each):
+            written.append((await writer.write(outbox_record(f"{prefix}{n}-{i:02d}"))).record.key)
+
+    return [asyncio.create_task(consumer(n)) for n in range(count)]
+
+
+async def _all_published_and_sent(
+    workers: list[asyncio.Task[None]], published: Counter[str], total: int, collection: Any
+) -> None:
+    await asyncio.gather(*workers)
+    await wait_for(lambda: len(published) == total, timeout=20)
+    await wait_for(lambda: _all_sent(collection), timeout=20)
 
 
 async def _all_sent(collection: Any) -> bool:
@@ -180,25 +190,18 @@ async def test_publishing_goes_on_while_mark_sent_updates_wait_and_they_hold_the
     relay = Relay(held, broker.publish, settings, Metrics(), owner="test")  # type: ignore[arg-type]
     writer = OutboxWriter(collection, relay)
     written: list[str] = []
-
-    async def consumer(n: int) -> None:
-        for i in range(10):
-            written.append((await writer.write(outbox_record(f"m{n}-{i}"))).record.key)
-
     relay.start()
     try:
-        workers = [asyncio.create_task(consumer(n)) for n in range(6)]
+        workers = _writers(writer, "m", 6, 10, written)
         # more than the four batches that may be in flight: their updates do not hold their places
         await wait_for(lambda: len(broker.published) > 4 * settings.batch_size, timeout=10)
         await asyncio.sleep(0.5)
         assert len(written) < 60, "writers wait while confirmed documents wait for their update"
         # the inbox's limit of unmarked documents, the batches in flight, one write per writer in hand
         assert len(broker.published) <= 4 * settings.batch_size + 4 * settings.batch_size + 6
-        assert not await _status(collection, "m0-0", "sent")
+        assert not await _status(collection, "m0-00", "sent")
         held.release.set()
-        await asyncio.gather(*workers)
-        await wait_for(lambda: len(broker.published) == 60, timeout=20)
-        await wait_for(lambda: _all_sent(collection), timeout=20)
+        await _all_published_and_sent(workers, broker.published, 60, collection)
     finally:
         held.release.set()
         await relay.stop()
