@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from jsonschema import Draft202012Validator
 
 from s2s_daemon.schemas import BodySchema
@@ -32,3 +33,17 @@ def test_both_validators_agree_on_valid_and_invalid_bodies() -> None:
     bodies = [{}, {"name": "a"}, {"name": 1}, {"name": "a", "x": 1}, [], "s", {"name": "a", "tags": []}]
     for body in bodies:
         assert (schema.violation(body) is None) == full.is_valid(body), body
+
+
+def test_a_valid_body_is_answered_by_jsonschema_rs_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hot path: a valid body never reaches the Python validator (it words errors only)."""
+    schema = BodySchema(SCHEMA)
+
+    class NotOnTheHotPath:
+        def iter_errors(self, instance: object) -> None:
+            raise AssertionError("the Python validator ran for a valid body")
+
+    monkeypatch.setattr(schema, "_full", NotOnTheHotPath())
+    assert schema.violation({"name": "x"}) is None
+    with pytest.raises(AssertionError, match="Python validator"):
+        schema.violation({})
